@@ -29,7 +29,7 @@ $(MATHJAX):
 	else echo "note: npm not found, the book will load MathJax from its CDN"; fi
 
 export: $(STAMP)
-	$(BIN)/nbdev-export
+	$(BIN)/python tests/nbdev_export.py
 
 book: $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . --path-output book

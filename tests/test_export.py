@@ -16,8 +16,8 @@ def exported_files(lib):
 def test_src_matches_notebooks(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     shutil.copytree(ROOT / "chapters", tmp_path / "chapters", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    nbdev_export = Path(sys.executable).with_name("nbdev-export")
-    subprocess.run([str(nbdev_export)], cwd=tmp_path, check=True, capture_output=True, text=True)
+    subprocess.run([sys.executable, str(ROOT / "tests" / "nbdev_export.py")], cwd=tmp_path, check=True,
+                   capture_output=True, text=True)
     fresh = tmp_path / "src" / "plainrl"
     ours, theirs = exported_files(LIB), exported_files(fresh)
     only_here = sorted(ours - theirs)

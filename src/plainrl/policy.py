@@ -54,7 +54,7 @@ class TabularPolicy(nn.Module):
         "The distributions π_θ(·|s) for a batch of integer `states` [batch...]."
         check_states(states, "states", floating=False)
         check((states >= 0) & (states < self.n_states), f"states must lie in [0, {self.n_states})")
-        return Categorical(logits=self.logits[states])
+        return Categorical(logits=self.logits[states], validate_args=False)
 
 # %% ../../chapters/01_policy.ipynb #363856e7
 class MLPPolicy(nn.Module):
@@ -70,7 +70,7 @@ class MLPPolicy(nn.Module):
     def forward(self, obs):
         "The distributions π_θ(·|s) for a batch of observations `obs` [batch..., obs_dim]."
         check_states(obs, "obs", floating=True, trailing=(self.obs_dim,))
-        return Categorical(logits=self.net(obs))
+        return Categorical(logits=self.net(obs), validate_args=False)
 
 # %% ../../chapters/01_policy.ipynb #747d0c88
 class CausalSelfAttention(nn.Module):
@@ -135,4 +135,4 @@ class TransformerPolicy(nn.Module):
         if not temperature > 0: raise ValueError(f"temperature must be > 0, got {temperature}")
         check_states(tokens, "tokens", floating=False, trailing=tokens.shape[-1:])
         last = self.logits(tokens.reshape(-1, tokens.shape[-1]))[:, -1]
-        return Categorical(logits=(last / temperature).view(*tokens.shape[:-1], self.n_actions))
+        return Categorical(logits=(last / temperature).view(*tokens.shape[:-1], self.n_actions), validate_args=False)
