@@ -42,7 +42,7 @@ chromium:
 test: $(STAMP) $(MATHJAX) chromium
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --path-output book -W -n --keep-going
-	$(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile
 
 clean:
 	rm -rf book/_build book/_static/mathjax $(VENV)
