@@ -22,4 +22,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'plainrl.policy.TransformerPolicy.logits': ('policy.html#transformerpolicy.logits', 'plainrl/policy.py'),
                                 'plainrl.policy.check': ('policy.html#check', 'plainrl/policy.py'),
                                 'plainrl.policy.check_states': ('policy.html#check_states', 'plainrl/policy.py'),
-                                'plainrl.policy.resolve_device': ('policy.html#resolve_device', 'plainrl/policy.py')}}}
+                                'plainrl.policy.resolve_device': ('policy.html#resolve_device', 'plainrl/policy.py')},
+            'plainrl.reward': { 'plainrl.reward.check_rewards': ('reward.html#check_rewards', 'plainrl/reward.py'),
+                                'plainrl.reward.discounts': ('reward.html#discounts', 'plainrl/reward.py'),
+                                'plainrl.reward.episode_return': ('reward.html#episode_return', 'plainrl/reward.py')}}}
