@@ -38,7 +38,7 @@ def test_budget_ran_out(tmp_path, capsys):
     (["--env", "tabular", "--lr", "-1"], "argument --lr: expected a positive float, got '-1'"),
     (["--env", "tabular", "--num-envs", "2.5"], "argument --num-envs: expected a positive int, got '2.5'"),
     (["--env", "tabular", "--seed", "-1"], "argument --seed: expected a non-negative int"),
-    (["--env", "tokens", "--answer-len", "12"], "argument --answer-len: expected an int in [1, 11]"),
+    (["--env", "tokens", "--answer-len", "12"], "argument --answer-len: expected an int in [1, 8]"),
     (["--variant", "rtg"], "the following arguments are required: --env"),
 ])
 def test_bad_arguments(args, message, capsys):

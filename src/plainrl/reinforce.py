@@ -78,7 +78,7 @@ class Config:
     gamma: float = 1.0                # discount factor of the weights (eq. 14)
     beta: float = 0.9                 # moving-average baseline (eq. 15)
     hidden: int = 32                  # width of the MLP policy (cartpole)
-    answer_len: int = 1               # digits per answer (tokens)
+    answer_len: int = 2               # digits per answer (tokens)
     max_updates: int = 100
     max_env_steps: int = 10_000_000   # budget: stop once this many real steps were taken
     window: int = 100                 # running means over at least this many finished episodes
@@ -100,7 +100,7 @@ class Config:
 CONFIGS = {
     "tabular": Config("tabular", num_envs=64, lr=0.3, max_updates=300),
     "cartpole": Config("cartpole", num_envs=64, lr=0.02, hidden=32, max_updates=150),
-    "tokens": Config("tokens", num_envs=256, lr=2e-3, max_updates=300, target=0.9),
+    "tokens": Config("tokens", num_envs=1024, lr=1e-3, max_updates=300, target=0.9),
 }
 
 # %% ../../chapters/06_reinforce.ipynb #687076ff

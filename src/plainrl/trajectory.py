@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['check_count', 'check_actions', 'concrete_device', 'Trajectory', 'rollout']
 
-# %% ../../chapters/03_trajectory.ipynb #a0890d02
+# %% ../../chapters/03_trajectory.ipynb #bcf46cdb
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -11,7 +11,7 @@ import torch
 
 from .policy import check, resolve_device
 
-# %% ../../chapters/03_trajectory.ipynb #41cffe8c
+# %% ../../chapters/03_trajectory.ipynb #e8ce4ff9
 def check_count(value, name):
     "Check that `value` is a positive integer (a number of copies, steps, ...) and return it as an int."
     if isinstance(value, bool) or not isinstance(value, Integral):
@@ -37,7 +37,7 @@ def concrete_device(device):
     "The device tensors created on `device` ('auto', 'cpu', 'cuda', ...) report, e.g. cuda:0 for 'cuda'."
     return torch.empty(0, device=resolve_device(device)).device
 
-# %% ../../chapters/03_trajectory.ipynb #ebe1be60
+# %% ../../chapters/03_trajectory.ipynb #513d619d
 @dataclass
 class Trajectory:
     """A batch of B trajectories τ = (s_0, a_0, r_0, s_1, ...), padded to T steps.
@@ -70,7 +70,7 @@ class Trajectory:
         "The number of real steps of each trajectory [B]."
         return self.mask.sum(1)
 
-# %% ../../chapters/03_trajectory.ipynb #b6b14bd8
+# %% ../../chapters/03_trajectory.ipynb #a4dce389
 def rollout(env, policy, max_steps=None):
     """Run one episode in every copy of `env` from `env.reset()`, with a_t ~ policy(s_t); return a `Trajectory`.
 

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['CartPole']
 
-# %% ../../../chapters/03_trajectory.ipynb #a04a77b2
+# %% ../../../chapters/03_trajectory.ipynb #9ef4d512
 import math
 
 import torch
@@ -11,7 +11,7 @@ import torch
 from ..policy import check
 from ..trajectory import check_actions, check_count, concrete_device
 
-# %% ../../../chapters/03_trajectory.ipynb #bc5449ea
+# %% ../../../chapters/03_trajectory.ipynb #1988d5f4
 class CartPole:
     """Gymnasium's CartPole-v1 in torch, `num_envs` copies stepping at once (same physics, float64 state, float32
     observations, reward 1 per step including the terminating one, truncation after `max_steps` = 500 steps)."""
@@ -49,16 +49,21 @@ class CartPole:
         check(torch.isfinite(value), "state must be finite")
         self._state = value
 
+    def check_mask(self, mask):
+        "Check the `mask` argument of `reset`: None (every copy) or a bool tensor [num_envs]; returns the bool tensor."
+        if mask is None: return torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (self.num_envs,):
+            raise ValueError(f"mask must be a bool tensor of shape [{self.num_envs}], got "
+                             f"{getattr(mask, 'dtype', type(mask).__name__)} {list(getattr(mask, 'shape', []))}")
+        if mask.device != self.device: raise ValueError(f"mask is on {mask.device}; the environment is on {self.device}")
+        return mask
+
     def reset(self, mask=None):
         """Start a new episode in every copy, or only where the bool tensor `mask` [num_envs] is True.
 
         A reset copy gets s_0 ~ U(-0.05, 0.05)^4, its step count restarts at 0 and it is running again; the other
         copies keep their state, step count and finished flag. Returns the observations of all copies [num_envs, 4]."""
-        if mask is None: mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        elif not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (self.num_envs,):
-            raise ValueError(f"mask must be a bool tensor of shape [{self.num_envs}], got "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} {list(getattr(mask, 'shape', []))}")
-        elif mask.device != self.device: raise ValueError(f"mask is on {mask.device}; the environment is on {self.device}")
+        mask = self.check_mask(mask)
         u = torch.rand(self.num_envs, 4, dtype=torch.float64, device=self.device, generator=self.generator)
         self._state = torch.where(mask[:, None], -0.05 + 0.1 * u, self._state)  # as NumPy's uniform(-0.05, 0.05)
         self.t, self.done, self._started = self.t.masked_fill(mask, 0), self.done & ~mask, True

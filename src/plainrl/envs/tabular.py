@@ -3,13 +3,13 @@
 # %% auto #0
 __all__ = ['TabularMDP', 'slippery_chain']
 
-# %% ../../../chapters/03_trajectory.ipynb #605c6bb3
+# %% ../../../chapters/03_trajectory.ipynb #752c8045
 import torch
 
 from ..policy import check
 from ..trajectory import check_actions, check_count, concrete_device
 
-# %% ../../../chapters/03_trajectory.ipynb #dd1377b4
+# %% ../../../chapters/03_trajectory.ipynb #debc91af
 def _table(value, name, dim):
     "`value` as a float64 CPU tensor with `dim` dimensions and finite entries, or a clear error."
     try: table = torch.as_tensor(value, dtype=torch.float64, device="cpu")
@@ -80,7 +80,7 @@ class TabularMDP:
         self.state, self.t = s_next, self.t + 1
         return self.state, reward, no, no | (self.t == self.horizon)
 
-# %% ../../../chapters/03_trajectory.ipynb #f5fc1905
+# %% ../../../chapters/03_trajectory.ipynb #fc559ef1
 def slippery_chain(num_envs=1, device="auto", seed=0):
     """The book's running tabular MDP: states 0-3 in a row, actions left (0) / right (1) that slip to the
     opposite direction with probability 0.2 (walls stop a move), s_0 uniform on {0, 1}, reward 1 for every
