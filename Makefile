@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 HTML := book/_build/html
 
-.PHONY: venv book export test chromium clean
+.PHONY: venv book export test bench chromium clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,10 @@ test: $(STAMP) $(MATHJAX) chromium
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --path-output book -W -n --keep-going
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile
+
+# Benchmarks against real peers, measured side by side in one run: writes book/benchmarks.md (chapter 8).
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m plainrl.bench --out book/benchmarks.md
 
 clean:
 	rm -rf book/_build book/_static/mathjax $(VENV)

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../../chapters/08_scaling.ipynb #02b40eef
+# %% ../../chapters/08_scaling.ipynb #34c75617
 import sys
 
 from .train import main

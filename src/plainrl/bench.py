@@ -5,8 +5,9 @@ __all__ = ['machine', 'table', 'gymnasium_stepper', 'plainrl_stepper', 'steps_pe
            'textbook_reinforce', 'plainrl_reinforce', 'time_to_solve', 'token_throughput', 'token_training',
            'solve_summary', 'render', 'main']
 
-# %% ../../chapters/08_scaling.ipynb #748c3279
+# %% ../../chapters/08_scaling.ipynb #071499a1
 import argparse
+import copy
 import os
 import platform
 import statistics
@@ -24,7 +25,7 @@ from torch.distributions import Categorical
 
 from .envs.cartpole import CartPole
 from .envs.fused import FusedCartPole
-from .envs.tokens import PROMPT_LEN, VOCAB_SIZE, TokenTask
+from .envs.tokens import PROMPT_LEN, VOCAB_SIZE, TokenTask, base_model
 from .generate import rollout_tokens
 from .policy import TransformerPolicy
 from .reinforce import CONFIGS
@@ -32,7 +33,7 @@ from .train import fit
 from .trajectory import rollout
 from .variance import VARIANTS
 
-# %% ../../chapters/08_scaling.ipynb #2eab19a5
+# %% ../../chapters/08_scaling.ipynb #c67fa4c0
 def machine():
     "What the figures were measured on: CPU model, cores, threads, library versions, GPU if any."
     cpu = platform.processor() or platform.machine()
@@ -52,7 +53,7 @@ def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows])
 
-# %% ../../chapters/08_scaling.ipynb #606ca1d1
+# %% ../../chapters/08_scaling.ipynb #3503584b
 def gymnasium_stepper(n, seed=0):
     "One random-action step of Gymnasium's NumPy-vectorised CartPole-v1 with n copies (it restarts finished copies)."
     import gymnasium as gym
@@ -104,7 +105,7 @@ def env_throughput(sizes=(1, 64, 1024, 4096), seconds=0.5, repeats=5):
                      **{f"{name}_ratio": ratio[name] for name in ("eager", "compiled")}})
     return rows
 
-# %% ../../chapters/08_scaling.ipynb #e2fa7df8
+# %% ../../chapters/08_scaling.ipynb #0eb8fb79
 class TextbookPolicy(nn.Module):
     "The textbook REINFORCE policy: one hidden layer of 32 tanh units."
     def __init__(self, hidden=32):
@@ -173,7 +174,7 @@ def time_to_solve(seeds=range(5), variants=VARIANTS, max_env_steps=500_000):
     results["textbook REINFORCE"] = [textbook_reinforce(s, max_env_steps=max_env_steps) for s in seeds]
     return results
 
-# %% ../../chapters/08_scaling.ipynb #e0c1acce
+# %% ../../chapters/08_scaling.ipynb #f975e399
 def token_throughput(batch_sizes=(1, 64, 256, 1024), answer_len=8, seconds=1.0):
     """Sampled answers per second of `rollout_tokens` (key-value cache) and `rollout` (the prefix re-read for
     every token), on an untrained TransformerPolicy for answers of `answer_len` tokens (the cost does not
@@ -197,17 +198,17 @@ def token_throughput(batch_sizes=(1, 64, 256, 1024), answer_len=8, seconds=1.0):
 
 def token_training(seeds=range(3)):
     "Chapter 6's token-task run (CONFIGS['tokens']) with and without the cache: updates and seconds to 90% success."
-    rows = []
+    cfg = replace(CONFIGS["tokens"], device="cpu")
+    base, rows = base_model(cfg.answer_len, seed=0, device="cpu"), []  # the pretrained model make_env would build
     for seed in seeds:
         for kv_cache in (True, False):
-            cfg = replace(CONFIGS["tokens"], seed=seed, device="cpu")
-            run = fit(cfg, kv_cache=kv_cache)
+            run = fit(replace(cfg, seed=seed), kv_cache=kv_cache, policy=copy.deepcopy(base))
             last = run.rows[-1]
             rows.append({"seed": seed, "kv_cache": kv_cache, "solved_at": run.solved_at, "wall_s": last["wall_s"],
                          "success": last["success"], "answer_len": cfg.answer_len})
     return rows
 
-# %% ../../chapters/08_scaling.ipynb #3d5f6d0c
+# %% ../../chapters/08_scaling.ipynb #ee9c5f4c
 def _fmt(x, spec=",.0f"): return "–" if x is None else format(x, spec)
 
 
@@ -238,7 +239,7 @@ def render(info, throughput, solve, tokens_rate, tokens_train, seconds, settings
            f"Measured by `make bench` (`python -m plainrl.bench`) on {date.today().isoformat()}, in {seconds / 60:.1f} "
            "minutes. Every figure is a ratio to a peer measured in the same run, on this machine:",
            "",
-           table(["", ""], list(info.items())),
+           table(["machine", ""], list(info.items())),
            "",
            "Timings are wall-clock seconds on a CPU, with torch limited to "
            f"{info['torch threads']} thread(s) (NumPy and Gymnasium use one). They move with what else the machine "

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['atomic_write', 'save_checkpoint', 'load_checkpoint', 'rng_state', 'set_rng_state']
 
-# %% ../../chapters/08_scaling.ipynb #3cec00c1
+# %% ../../chapters/08_scaling.ipynb #28ed2032
 import os
 import tempfile
 from contextlib import contextmanager
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-# %% ../../chapters/08_scaling.ipynb #2b7eef65
+# %% ../../chapters/08_scaling.ipynb #fc42ffdd
 @contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temporary file beside `path` for writing; on success flush it to disk and rename it over `path`.
@@ -42,7 +42,7 @@ def load_checkpoint(path):
     if not Path(path).is_file(): raise FileNotFoundError(f"no checkpoint at {path}")
     return torch.load(path, map_location="cpu", weights_only=True)
 
-# %% ../../chapters/08_scaling.ipynb #64c7ec18
+# %% ../../chapters/08_scaling.ipynb #b2e613a6
 def rng_state(env):
     "Everything random that the next update draws from: torch's generator(s) and the environment's own."
     state = {"torch": torch.get_rng_state(), "env": env.generator.get_state()}

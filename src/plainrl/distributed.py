@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['Group']
 
-# %% ../../chapters/08_scaling.ipynb #ae6296d8
+# %% ../../chapters/08_scaling.ipynb #5aa66633
 import os
 
 import torch
@@ -12,7 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .policy import resolve_device
 
-# %% ../../chapters/08_scaling.ipynb #c073e0fc
+# %% ../../chapters/08_scaling.ipynb #48709806
 class Group:
     """The processes of one training run; a single process is a group of one.
 

@@ -3,7 +3,7 @@
 # %% auto #0
 __all__ = ['KVCache', 'generate', 'rollout_tokens']
 
-# %% ../../chapters/08_scaling.ipynb #18d1c678
+# %% ../../chapters/08_scaling.ipynb #6cf9436f
 import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical
@@ -11,7 +11,7 @@ from torch.distributions import Categorical
 from .policy import TransformerPolicy, check
 from .trajectory import Trajectory
 
-# %% ../../chapters/08_scaling.ipynb #cccf6384
+# %% ../../chapters/08_scaling.ipynb #aa341835
 class KVCache:
     """The keys and values of every layer of a `TransformerPolicy` for the tokens it has read, so that reading
     one more token costs one position instead of the whole prefix.
@@ -53,7 +53,7 @@ class KVCache:
             x = x + block.mlp(block.ln2(x))
         return policy.head(policy.ln_f(x[:, -1]))
 
-# %% ../../chapters/08_scaling.ipynb #d8f8387b
+# %% ../../chapters/08_scaling.ipynb #c7ff780f
 @torch.no_grad()
 def generate(policy, prompts, n_tokens, temperature=1.0):
     """Sample `n_tokens` tokens after each left-padded prompt [B, P] with a `KVCache`.
@@ -68,14 +68,14 @@ def generate(policy, prompts, n_tokens, temperature=1.0):
     cache = KVCache(policy, prompts.shape[0], prompts.shape[1] + n_tokens - 1)
     logits, tokens, log_probs = cache.read(prompts), [], []
     for t in range(n_tokens):
-        dist = Categorical(logits=logits.float() / temperature)
+        dist = Categorical(logits=logits.float() / temperature, validate_args=False)
         token = dist.sample()
         tokens.append(token)
         log_probs.append(dist.log_prob(token))
         if t + 1 < n_tokens: logits = cache.read(token[:, None])
     return torch.stack(tokens, 1), torch.stack(log_probs, 1)
 
-# %% ../../chapters/08_scaling.ipynb #8758f9bf
+# %% ../../chapters/08_scaling.ipynb #eedb4796
 def rollout_tokens(task, policy):
     """`rollout(task, policy)` (chapter 3) for the token task, with the answers sampled by `generate`: the same
     `Trajectory` (the same tokens for the same random state; log-probabilities equal up to rounding)."""

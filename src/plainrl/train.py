@@ -4,7 +4,7 @@
 __all__ = ['RESUMABLE', 'POSITIVE_INT', 'POSITIVE_FLOAT', 'EXAMPLES', 'Autocast', 'write_metrics', 'write_learning_curve', 'fit',
            'parser', 'main']
 
-# %% ../../chapters/08_scaling.ipynb #9d12e8ef
+# %% ../../chapters/08_scaling.ipynb #8b436a59
 import argparse
 import csv
 import math
@@ -32,7 +32,7 @@ from .reward import episode_return
 from .trajectory import rollout
 from .variance import VARIANTS, MovingAverageBaseline, pg_weights
 
-# %% ../../chapters/08_scaling.ipynb #be6612a8
+# %% ../../chapters/08_scaling.ipynb #8eb92329
 class Autocast(torch.nn.Module):
     "`policy` run under bf16 autocast; its distribution comes back in float32, for sampling and log-probabilities."
     def __init__(self, policy):
@@ -42,9 +42,9 @@ class Autocast(torch.nn.Module):
     def forward(self, states):
         with torch.autocast(states.device.type, dtype=torch.bfloat16):
             logits = self.policy(states).logits
-        return Categorical(logits=logits.float())
+        return Categorical(logits=logits.float(), validate_args=False)
 
-# %% ../../chapters/08_scaling.ipynb #2454b6b6
+# %% ../../chapters/08_scaling.ipynb #023677ee
 RESUMABLE = ("max_updates", "max_env_steps", "stop_when_solved", "device")  # may change when a run is resumed
 
 
@@ -62,7 +62,7 @@ def write_learning_curve(run, path):
     plot_learning_curves(fig.subplots(), [run])
     with atomic_write(path) as f: fig.savefig(f, format="png", dpi=100)
 
-# %% ../../chapters/08_scaling.ipynb #cb253b0f
+# %% ../../chapters/08_scaling.ipynb #23310b15
 def fit(cfg, run_dir=None, resume=False, checkpoint_every=50, progress=False, compile=False, kv_cache=True,
         amp="auto", policy=None):
     """Chapter 6's `train` loop as a training engine. The algorithm is the same; around it:
@@ -178,7 +178,7 @@ def fit(cfg, run_dir=None, resume=False, checkpoint_every=50, progress=False, co
     finally:
         group.close()
 
-# %% ../../chapters/08_scaling.ipynb #69ab294d
+# %% ../../chapters/08_scaling.ipynb #cf377165
 def _device(text):
     "argparse type for --device: a device resolve_device accepts."
     try: resolve_device(text)

@@ -3,14 +3,14 @@
 # %% auto #0
 __all__ = ['fused_step', 'FusedCartPole']
 
-# %% ../../../chapters/08_scaling.ipynb #60842204
+# %% ../../../chapters/08_scaling.ipynb #ca4f2584
 import torch
 
 from .cartpole import CartPole
 from ..policy import check
 from ..trajectory import check_actions
 
-# %% ../../../chapters/08_scaling.ipynb #4a4befc3
+# %% ../../../chapters/08_scaling.ipynb #9a79aa16
 def fused_step(x, t, running, action, max_steps=CartPole.max_steps):
     """One CartPole step of every copy as a pure function of tensors, for `torch.compile` to fuse into one kernel.
 
@@ -61,11 +61,11 @@ class FusedCartPole(CartPole):
         """As `CartPole.reset`. On the CPU a partial reset draws s_0 only for the copies it restarts (cheaper when
         few restart, as when finished copies are restarted after every step; the random stream then differs)."""
         if mask is None or self.device.type != "cpu": return super().reset(mask)
-        mask = self.check_mask(mask)
-        u = torch.rand(int(mask.sum()), 4, dtype=torch.float64, generator=self.generator)  # on the CPU: no wait
-        self._x[:, mask] = (-0.05 + 0.1 * u).T
-        self._t.masked_fill_(mask, 0)
-        self._running.masked_fill_(mask, 1)
+        restart = self.check_mask(mask).nonzero().squeeze(1)  # on the CPU nothing waits for the count
+        u = torch.rand(len(restart), 4, dtype=torch.float64, generator=self.generator)
+        self._x.index_copy_(1, restart, (-0.05 + 0.1 * u).T)
+        self._t.index_fill_(0, restart, 0)
+        self._running.index_fill_(0, restart, 1)
         self._started = True
         return self._x.T.float()
 
