@@ -9,7 +9,7 @@ import torch
 
 from plainrl.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from plainrl.envs.cartpole import CartPole
-from plainrl.envs.fused import FusedCartPole
+from plainrl.envs.fused import FusedCartPole, compile_kernel, counter_uniform
 from plainrl.envs.tokens import MAX_ANSWER_LEN, PROMPT_LEN, VOCAB_SIZE, TokenTask
 from plainrl.generate import KVCache, generate, rollout_tokens
 from plainrl.policy import TransformerPolicy
@@ -100,6 +100,87 @@ def test_fused_step_reads_nothing_back_from_the_device(compiled):
     with no_host_reads() as allowed:
         for _ in range(5): compiled.step(torch.zeros(64, dtype=torch.long))
     assert set(allowed) <= {("plainrl.policy", "check")}
+
+
+def test_fused_accepts_any_integer_actions_of_the_right_shape(compiled):
+    "The compiled kernel checks nothing itself: step must hand it int64, contiguous actions."
+    compiled.reset()
+    ref = CartPole(64, device="cpu", seed=5)
+    ref.reset()
+    ref.state = compiled.state
+    for action in (torch.ones(64, dtype=torch.int32), torch.zeros(64, 2, dtype=torch.long)[:, 1], torch.ones(64, dtype=torch.uint8)):
+        o1, o2 = ref.step(action.long()), compiled.step(action)
+        assert torch.allclose(o1[0], o2[0], atol=1e-6) and all(torch.equal(a, b) for a, b in zip(o1[1:], o2[1:]))
+
+
+def autoreset_lockstep(env, steps=300):
+    """Step `env` (autoreset) beside a CartPole given env's state before every step: the copies that go on move as
+    CartPole's, the finished ones report CartPole's reward and flags and restart in [-0.05, 0.05]^4 at t = 0.
+    Returns the restart states."""
+    ref = CartPole(env.num_envs, device="cpu", seed=5)
+    env.reset()
+    g, starts = torch.Generator().manual_seed(0), []
+    for _ in range(steps):
+        action = torch.randint(0, 2, (env.num_envs,), generator=g)
+        ref.state, ref.t, ref.done, ref._started = env.state, env.t, env.done, True
+        (o1, r1, te1, tr1), (o2, r2, te2, tr2) = ref.step(action), env.step(action)
+        assert torch.equal(r1, r2) and torch.equal(te1, te2) and torch.equal(tr1, tr2)
+        over = te2 | tr2
+        gap = (env.state[~over] - ref.state[~over]).abs().max().item() if (~over).any() else 0.0
+        assert gap < 1e-9 and not env.done.any() and (env.t[over] == 0).all() and (env.t[~over] == ref.t[~over]).all()
+        assert torch.equal(o2, env.state.float())
+        starts.append(env.state[over])
+    starts = torch.cat(starts)
+    assert len(starts) > 100 and starts.abs().max() <= 0.05
+    return starts
+
+
+def test_fused_autoreset_restarts_finished_copies_in_the_step():
+    eager = autoreset_lockstep(FusedCartPole(64, device="cpu", seed=5, compile=False, autoreset=True))
+    compiled = autoreset_lockstep(FusedCartPole(64, device="cpu", seed=5, autoreset=True))
+    assert torch.equal(eager, compiled)  # the restart states are computed from integers: identical
+    assert not torch.equal(eager[:100], autoreset_lockstep(FusedCartPole(64, device="cpu", seed=6, compile=False, autoreset=True))[:100])
+
+
+def test_fused_autoreset_truncates_at_500_and_restarts():
+    env = FusedCartPole(3, device="cpu", compile=False, autoreset=True)
+    env.reset()
+    env.t = torch.tensor([498, 499, 10])
+    _, reward, terminated, truncated = env.step(torch.zeros(3, dtype=torch.long))
+    assert truncated.tolist() == [False, True, False] and reward.tolist() == [1.0, 1.0, 1.0]
+    assert env.t.tolist() == [499, 0, 11] and not env.done.any()
+    _, reward, _, truncated = env.step(torch.zeros(3, dtype=torch.long))  # the restarted copy runs again
+    assert reward.tolist() == [1.0, 1.0, 1.0] and truncated.tolist() == [True, False, False] and env.t.tolist() == [0, 1, 12]
+
+
+def test_fused_autoreset_bad_action_raises_and_changes_nothing():
+    env = FusedCartPole(8, device="cpu", autoreset=True)
+    env.reset()
+    before, t = env.state, env.t
+    with pytest.raises(ValueError, match=r"action must lie in \[0, 2\)"): env.step(torch.tensor([0, 1, 0, 1, -1, 0, 0, 0]))
+    assert torch.equal(env.state, before) and torch.equal(env.t, t)
+
+
+def test_counter_uniform_is_a_uniform_bijection_of_each_block():
+    counter = torch.arange(2**20)
+    u = counter_uniform(counter, 7)
+    assert u.dtype == torch.float64 and u.min() >= 0 and u.max() < 1
+    assert len(torch.unique(u)) == len(u)  # distinct counters in a block of 2**32 give distinct numbers
+    assert abs(u.mean().item() - 0.5) < 3 * (1 / 12 / len(u)) ** 0.5 and abs(u.var().item() - 1 / 12) < 1e-3
+    counts = torch.bincount((u * 64).long(), minlength=64).double()
+    chi2 = ((counts - len(u) / 64) ** 2 / (len(u) / 64)).sum().item()
+    assert chi2 < 103  # the 0.1% quantile of chi-squared with 63 degrees of freedom is 103.4
+    lag = torch.corrcoef(torch.stack([u[:-1], u[1:]]))[0, 1].item()  # consecutive counters are uncorrelated
+    assert abs(lag) < 4 / len(u) ** 0.5
+    assert not torch.equal(u, counter_uniform(counter, 8))
+    high = counter_uniform(counter + 2**32, 7)  # the next block of 2**32 counters: another stream
+    assert (high != u).float().mean() > 0.999
+
+
+def test_compile_kernel_gives_the_eager_numbers():
+    counter = torch.arange(4096) * 1_000_003
+    seed = torch.tensor(12345)
+    assert torch.equal(compile_kernel(counter_uniform, counter, seed)(counter, seed), counter_uniform(counter, seed))
 
 
 # ---------------------------------------------------------------- the key-value cache
