@@ -7,7 +7,7 @@ import torch
 from torch.distributions import Categorical
 
 from plainrl.envs.cartpole import CartPole
-from plainrl.envs.tabular import TabularMDP, slippery_chain
+from plainrl.envs.tabular import TabularMDP, policy_values, slippery_chain
 from plainrl.envs.tokens import TokenTask
 from plainrl.policy import MLPPolicy, TabularPolicy, TransformerPolicy
 from plainrl.trajectory import Trajectory, rollout
@@ -122,26 +122,31 @@ def test_tabular_reproducible_by_seed_and_independent_of_global_rng():
     assert torch.equal(a.reset(), b.reset())
 
 
-def exact_return(mdp, pi):
-    d, total = mdp.initial.double(), 0.0
-    for _ in range(mdp.horizon):
-        joint = d[:, None, None] * pi.double()[:, :, None] * mdp.transition.double()
-        total, d = total + (joint * mdp.reward.double()).sum().item(), joint.sum((0, 1))
-    return total
-
-
 def test_slippery_chain_is_small_and_always_right_is_optimal():
     chain = slippery_chain(device="cpu")
     assert (chain.n_states, chain.n_actions, chain.horizon) == (4, 2, 4)
     assert chain.n_states * (chain.n_actions * chain.n_states) ** chain.horizon <= 20_000
-    values = {p: exact_return(chain, torch.nn.functional.one_hot(torch.tensor(p), 2)) for p in product((0, 1), repeat=4)}
+    policies = list(product((0, 1), repeat=4))
+    values = dict(zip(policies, policy_values(chain, torch.nn.functional.one_hot(torch.tensor(policies), 2)).tolist()))
     best = max(values, key=values.get)
     assert best == (1, 1, 1, 1) and sorted(values.values())[-2] < values[best] - 0.3
     # and no stochastic policy on a grid beats it: the optimum over stationary policies is deterministic
-    grid = torch.linspace(0, 1, 6)
-    for p_right in product(grid.tolist(), repeat=4):
-        pi = torch.stack([1 - torch.tensor(p_right), torch.tensor(p_right)], -1)
-        assert exact_return(chain, pi) <= values[best] + 1e-9
+    p_right = torch.cartesian_prod(*[torch.linspace(0, 1, 6, dtype=torch.float64)] * 4)
+    assert policy_values(chain, torch.stack([1 - p_right, p_right], -1)).max() <= values[best] + 1e-9
+
+
+def test_policy_values_is_the_sum_over_trajectories():
+    "J(π) by pushing the state distribution forward equals Σ_τ P(τ) R(τ) over every trajectory (chapter 4)."
+    chain = slippery_chain(device="cpu")
+    probs = torch.softmax(torch.randn(3, 4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64), -1)
+    states, actions = torch.cartesian_prod(*[torch.arange(4)] * 5), torch.cartesian_prod(*[torch.arange(2)] * 4)
+    s, a = states[:, None].expand(-1, len(actions), -1), actions[None].expand(len(states), -1, -1)
+    P = chain.initial.double()[s[..., 0]] * chain.transition.double()[s[..., :-1], a, s[..., 1:]].prod(-1)
+    R = chain.reward.double()[s[..., :-1], a, s[..., 1:]].sum(-1)
+    for k in range(3):
+        pi = probs[k][s[..., :-1], a].prod(-1)
+        assert torch.isclose(policy_values(chain, probs[k:k + 1])[0], (P * pi * R).sum(), atol=1e-12)
+    with pytest.raises(ValueError, match="probs must be a tensor"): policy_values(chain, probs[0])
 
 
 # ---------------------------------------------------------------- CartPole

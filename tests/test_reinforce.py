@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from plainrl.envs.tabular import slippery_chain
+from plainrl.envs.tabular import policy_values, slippery_chain
 from plainrl.gradient import exact_objective, surrogate_loss
 from plainrl.policy import TabularPolicy
-from plainrl.reinforce import CONFIGS, Config, optimal_value, policy_values, reinforce_update, train
+from plainrl.reinforce import CONFIGS, Config, optimal_value, reinforce_update, train
 from plainrl.trajectory import rollout
 from plainrl.variance import pg_weights
 

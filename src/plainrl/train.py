@@ -139,7 +139,7 @@ def fit(cfg, run_dir=None, resume=False, checkpoint_every=50, progress=False, co
         start = time.perf_counter() - elapsed
         bar = tqdm(total=cfg.max_updates, initial=first - 1, desc=f"{cfg.env} {cfg.variant}",
                    disable=not (progress and group.main))
-        finished = bool(run.solved_at and cfg.stop_when_solved) or env_steps >= cfg.max_env_steps
+        finished = run.over(env_steps)
         for update in range(first, cfg.max_updates + 1):
             if finished: break
             # ---- the algorithm, as in chapter 6
@@ -159,16 +159,10 @@ def fit(cfg, run_dir=None, resume=False, checkpoint_every=50, progress=False, co
                                          f"{update}: training stopped there; {where}")
             recent.extend(x for r in ranks for x in r[3:])  # R(τ) of every episode, rank by rank
             env_steps += int(sum(r[0] for r in ranks))
-            row = {"update": update, "env_steps": env_steps, "wall_s": round(time.perf_counter() - start, 3),
-                   "return": sum(recent) / len(recent), "loss": sum(losses) / len(losses)}
-            if cfg.env == "tokens": row["success"] = sum(r > 0.5 for r in recent) / len(recent)
-            if cfg.env == "tabular": row["objective"] = ranks[0][2]
-            run.rows.append(row)
+            row = run.log(update, env_steps, time.perf_counter() - start, sum(losses) / len(losses), recent, ranks[0][2])
             bar.update()
             bar.set_postfix({k: f"{row[k]:.3g}" for k in ("return", run.score)})
-            ready = cfg.env == "tabular" or len(recent) >= cfg.window
-            if run.solved_at is None and ready and row[run.score] >= target: run.solved_at = update
-            finished = bool(run.solved_at and cfg.stop_when_solved) or env_steps >= cfg.max_env_steps
+            finished = run.over(env_steps)
             if path is not None and (finished or update == cfg.max_updates or update % checkpoint_every == 0):
                 checkpoint(update)
                 saved_at = update
