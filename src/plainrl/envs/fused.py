@@ -44,15 +44,19 @@ def fused_step(x, t, running, action, seed, steps, autoreset=False, max_steps=Ca
     reward [N], terminated and truncated [N] (float64 0/1) and `ok`, whether every action was 0 or 1."""
     force = torch.where(action == 1, CartPole.force_mag, -CartPole.force_mag).to(x.dtype)
     new = torch.stack(CartPole.dynamics(*x, force))
-    x = torch.where(running > 0, new, x)  # finished copies are frozen
-    t = t + running
     fell = CartPole.fell(new[0], new[2]).to(x.dtype)
-    terminated, truncated = running * fell, running * (t == max_steps).to(x.dtype)
-    reward, running = running.float(), running - torch.maximum(terminated, truncated)
-    if autoreset:
+    if autoreset:  # every copy runs; those whose episode ends start the next
+        t = t + 1
+        terminated, truncated = fell, (t == max_steps).to(x.dtype)
+        over = torch.maximum(terminated, truncated)
         counter = steps * x.numel() + torch.arange(x.numel(), device=x.device).view(x.shape)
-        x = torch.where(running > 0, x, -0.05 + 0.1 * counter_uniform(counter, seed))
-        t, running = t * running, torch.ones_like(running)
+        x = torch.where(over > 0, -0.05 + 0.1 * counter_uniform(counter, seed), new)
+        t, reward = t * (1 - over), torch.ones_like(t, dtype=torch.float32)
+    else:  # finished copies are frozen until reset
+        x = torch.where(running > 0, new, x)
+        t = t + running
+        terminated, truncated = running * fell, running * (t == max_steps).to(x.dtype)
+        reward, running = running.float(), running - torch.maximum(terminated, truncated)
     ok = ((action == 0) | (action == 1)).all()
     return x, t, running, steps + 1, x.T.float(), reward, terminated, truncated, ok
 
