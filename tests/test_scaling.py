@@ -95,10 +95,12 @@ def test_fused_partial_reset_restarts_only_the_masked_copies(compiled):
     with pytest.raises(ValueError, match="bool tensor of shape"): compiled.reset(torch.ones(3, dtype=torch.bool))
 
 
-def test_fused_step_reads_nothing_back_from_the_device(compiled):
-    compiled.reset()
+@pytest.mark.parametrize("autoreset", [False, True])
+def test_fused_step_reads_nothing_back_from_the_device(compiled, autoreset):
+    env = FusedCartPole(64, device="cpu", seed=5, autoreset=True) if autoreset else compiled
+    env.reset()
     with no_host_reads() as allowed:
-        for _ in range(5): compiled.step(torch.zeros(64, dtype=torch.long))
+        for _ in range(30): env.step(torch.zeros(64, dtype=torch.long))  # pushed left: copies fall and restart
     assert set(allowed) <= {("plainrl.policy", "check")}
 
 
