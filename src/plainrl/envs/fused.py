@@ -102,7 +102,7 @@ class FusedCartPole(CartPole):
         if not self._started: raise RuntimeError("call reset() before step()")
         check_actions(action, self, values=False)  # the kernel checks the values
         x, t, running, steps, obs, reward, terminated, truncated, ok = self.kernel(
-            self._x, self._t, self._running, action.long().contiguous(), self._seed, self._steps)  # as compiled for
+            self._x, self._t, self._running, action.long().contiguous(), self._seed, self._steps)  # the layout it was compiled for
         check(ok, f"action must lie in [0, {self.n_actions})")
         self._x, self._t, self._running, self._steps = x, t, running, steps
         return obs, reward, terminated.bool(), truncated.bool()
