@@ -180,8 +180,12 @@ def plainrl_reinforce(variant, seed, max_env_steps=500_000, **settings):
 
 
 def time_to_solve(seeds=range(5), variants=VARIANTS, max_env_steps=500_000):
-    "Every variant of plainrl and the textbook REINFORCE on every seed: {name: [figures per seed]}."
+    """Every variant of plainrl, rtg+baseline again with chapter 6's baseline β, and the textbook REINFORCE on every
+    seed: {name: [figures per seed]}."""
     results = {f"plainrl {v}": [plainrl_reinforce(v, s, max_env_steps=max_env_steps) for s in seeds] for v in variants}
+    beta = CONFIGS["cartpole"].beta
+    results[f"plainrl rtg+baseline, β = {beta}"] = [plainrl_reinforce("rtg+baseline", s, max_env_steps=max_env_steps,
+                                                                        beta=beta) for s in seeds]
     results["textbook REINFORCE"] = [textbook_reinforce(s, max_env_steps=max_env_steps) for s in seeds]
     return results
 
@@ -279,9 +283,9 @@ def render(info, throughput, solve, tokens_rate, tokens_train, seconds, settings
            f"those episodes is still at least 475. {len(next(iter(solve.values())))} seeds each; a run stops unsolved "
            f"after {settings['max_env_steps']:,} environment steps. plainrl: `fit` with "
            f"{settings['num_envs']} episodes per update, Adam {settings['lr']}, two hidden layers of {settings['hidden']}, "
-           f"moving-average baseline β = {settings['beta']} (eq. 15; chapter 6 uses 0.9, but a baseline that lags "
-           "about 1/(1 − β) updates behind the returns leaves large positive weights once the policy reaches 500, "
-           "and they push a solved policy around). "
+           f"moving-average baseline β = {settings['beta']} (eq. 15). Chapter 6 uses β = {CONFIGS['cartpole'].beta}; "
+           "a baseline that lags about 1/(1 − β) updates behind the returns leaves large positive weights once the "
+           "policy reaches 500, which can push a solved policy off: the row with chapter 6's β measures it. "
            "Textbook REINFORCE: one Gymnasium environment, one episode at a time, one policy call per action, a "
            "batch of 5,000 steps per update, reward-to-go weights, one hidden layer of 32, Adam 1e-2 (as OpenAI "
            "Spinning Up's example {cite}`achiam2018spinningup`).",

@@ -82,7 +82,7 @@ class CartPole:
     @classmethod
     def fell(cls, x, theta):
         """Whether the cart left the track or the pole fell past 12°, elementwise: whether the larger of the two excesses
-        is positive (exactly |x| > 2.4 or |θ| > 12° in floating point; one comparison compiles faster than two and an or)."""
+        is positive (exactly |x| > 2.4 or |θ| > 12° in floating point, as one comparison, which chapter 8 compiles)."""
         return torch.maximum(x.abs() - cls.x_threshold, theta.abs() - cls.theta_threshold_radians) > 0
 
     def step(self, action):
