@@ -115,6 +115,24 @@ def test_fused_accepts_any_integer_actions_of_the_right_shape(compiled):
         assert torch.allclose(o1[0], o2[0], atol=1e-6) and all(torch.equal(a, b) for a, b in zip(o1[1:], o2[1:]))
 
 
+def test_fused_keeps_its_tensors_in_the_kernels_layout(compiled):
+    "The kernel checks no shapes or strides (compile_kernel turns Inductor's asserts off): the setters must."
+    compiled.reset()
+    ref = CartPole(64, device="cpu", seed=5)
+    ref.reset()
+    ref.state = compiled.state
+    strided_t = (torch.arange(128.0, dtype=torch.float64) % 400).view(64, 2)[:, 1]  # views with stride 2; float64,
+    strided_done = (torch.arange(128) % 5 == 0).view(64, 2)[:, 0]                   # as the kernel keeps t, so no copy
+    ref.t, ref.done = strided_t.long(), strided_done.clone()
+    compiled.t, compiled.done = strided_t, strided_done
+    for _ in range(20):
+        o1, o2 = ref.step(torch.ones(64, dtype=torch.long)), compiled.step(torch.ones(64, dtype=torch.long))
+        assert torch.allclose(o1[0], o2[0], atol=1e-6) and all(torch.equal(a, b) for a, b in zip(o1[1:], o2[1:]))
+    assert torch.equal(ref.t, compiled.t) and torch.equal(ref.done, compiled.done)
+    with pytest.raises(ValueError, match=r"t has shape \[65\]; expected \[64\]"): compiled.t = torch.zeros(65, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"done has shape \[1\]; expected \[64\]"): compiled.done = torch.ones(1, dtype=torch.bool)
+
+
 def autoreset_lockstep(env, steps=300):
     """Step `env` (autoreset) beside a CartPole given env's state before every step: the copies that go on move as
     CartPole's, the finished ones report CartPole's reward and flags and restart in [-0.05, 0.05]^4 at t = 0.

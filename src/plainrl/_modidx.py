@@ -54,6 +54,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'plainrl.envs.fused': { 'plainrl.envs.fused.FusedCartPole': ('scaling.html#fusedcartpole', 'plainrl/envs/fused.py'),
                                     'plainrl.envs.fused.FusedCartPole.__init__': ( 'scaling.html#fusedcartpole.__init__',
                                                                                    'plainrl/envs/fused.py'),
+                                    'plainrl.envs.fused.FusedCartPole._copies': ( 'scaling.html#fusedcartpole._copies',
+                                                                                  'plainrl/envs/fused.py'),
                                     'plainrl.envs.fused.FusedCartPole._state': ( 'scaling.html#fusedcartpole._state',
                                                                                  'plainrl/envs/fused.py'),
                                     'plainrl.envs.fused.FusedCartPole.done': ('scaling.html#fusedcartpole.done', 'plainrl/envs/fused.py'),

@@ -90,26 +90,37 @@ def steps_per_second(step, n, seconds):
     return n * count / elapsed
 
 
-def env_throughput(sizes=(1, 64, 1024, 4096), seconds=0.5, repeats=5):
+def env_throughput(sizes=(1, 64, 1024, 4096), seconds=0.5, repeats=5, cores=os.cpu_count()):
     """Environment steps per second of Gymnasium, plainrl's eager CartPole and its compiled FusedCartPole (autoreset).
 
-    The three take turns, `repeats` times, each stepping for about `seconds` through the same random actions; a
+    The compiled step is measured twice when the machine has more than one core: on one torch thread, and
+    compiled for `cores` threads (Inductor splits the copies between them; NumPy steps on one whatever is set).
+    The methods take turns, `repeats` times, each stepping for about `seconds` through the same random actions; a
     ratio is the median over the turns of (plainrl rate / Gymnasium rate) in the same turn. Compilation happens
     first (its time is reported apart) and is not counted."""
-    rows = []
+    threads_before, rows = torch.get_num_threads(), []
     for n in sizes:
         actions = random_actions(n)
-        start = time.perf_counter()
-        fused = FusedCartPole(n, device="cpu", autoreset=True)  # compiles
-        compile_s = time.perf_counter() - start
-        steppers = {"gymnasium": gymnasium_stepper(actions), "eager": plainrl_stepper(CartPole(n, device="cpu"), actions),
-                    "compiled": plainrl_stepper(fused, actions)}
+        fused, compile_s = {}, {}  # by number of threads
+        for threads in sorted({1, cores}):
+            torch.set_num_threads(threads)  # Inductor generates the kernel for the thread count at compile time
+            start = time.perf_counter()
+            fused[threads] = FusedCartPole(n, device="cpu", autoreset=True)
+            compile_s[threads] = time.perf_counter() - start
+        steppers = {"gymnasium": (1, gymnasium_stepper(actions)),
+                    "eager": (1, plainrl_stepper(CartPole(n, device="cpu"), actions)),
+                    "compiled": (1, plainrl_stepper(fused[1], actions))}
+        if cores > 1: steppers["cores"] = (cores, plainrl_stepper(fused[cores], actions))
         rates = {name: [] for name in steppers}
         for _ in range(repeats):
-            for name, step in steppers.items(): rates[name].append(steps_per_second(step, n, seconds))
-        ratio = {name: statistics.median(r / g for r, g in zip(rates[name], rates["gymnasium"])) for name in rates}
-        rows.append({"n": n, "compile_s": compile_s, **{f"{name}_rate": statistics.median(r) for name, r in rates.items()},
-                     **{f"{name}_ratio": ratio[name] for name in ("eager", "compiled")}})
+            for name, (threads, step) in steppers.items():
+                torch.set_num_threads(threads)
+                rates[name].append(steps_per_second(step, n, seconds))
+        rows.append({"n": n, "compile_s": compile_s[1], "cores": cores,
+                     **{f"{name}_rate": statistics.median(r) for name, r in rates.items()},
+                     **{f"{name}_ratio": statistics.median(r / g for r, g in zip(rates[name], rates["gymnasium"]))
+                        for name in rates if name != "gymnasium"}})
+    torch.set_num_threads(threads_before)
     return rows
 
 # %% ../../chapters/08_scaling.ipynb #0eb8fb79
@@ -249,6 +260,8 @@ def render(info, throughput, solve, tokens_rate, tokens_train, seconds, settings
     rows, best = solve_summary(solve)
     base = rows["textbook REINFORCE"]
     t = throughput
+    kinds = ["eager", "compiled"] + (["cores"] if "cores_rate" in t[0] else [])  # the plainrl columns of section 1
+    label = {"eager": "eager", "compiled": "compiled", "cores": f"compiled, {t[0]['cores']} threads"}
     out = [f"# Benchmarks",
            "",
            f"Measured by `make bench` (`python -m plainrl.bench`) on {date.today().isoformat()}, in {seconds / 60:.1f} "
@@ -257,22 +270,27 @@ def render(info, throughput, solve, tokens_rate, tokens_train, seconds, settings
            table(["machine", ""], list(info.items())),
            "",
            "Timings are wall-clock seconds on a CPU, with torch limited to "
-           f"{info['torch threads']} thread(s) (NumPy and Gymnasium use one). They move with what else the machine "
-           "is doing; the ratios move less, because the peers take turns.",
+           f"{info['torch threads']} thread(s) (NumPy and Gymnasium use one), except where a column says otherwise. "
+           "They move with what else the machine is doing; the ratios move less, because the peers take turns.",
            "",
            "## 1. Environment throughput: CartPole",
            "",
            "Random actions, all copies stepping at once; copies that finish start a new episode at once, as in "
            "Gymnasium's vector environments. *Eager* is `CartPole` of chapter 3 (one PyTorch operation at a time), "
            "*compiled* is `FusedCartPole(autoreset=True)` of chapter 8 (the whole step, restarts included, as one kernel "
-           "generated by Inductor). The random actions are drawn before the clock starts. "
+           "generated by Inductor), on one thread. The random actions are drawn before the clock starts. "
            f"The methods take {settings['repeats']} turns of about {settings['seconds']} s each.",
            "",
-           table(["copies", "Gymnasium (steps/s)", "eager (steps/s)", "compiled (steps/s)", "eager / Gymnasium",
-                  "compiled / Gymnasium", "compile time (s)"],
-                 [[r["n"], _fmt(r["gymnasium_rate"]), _fmt(r["eager_rate"]), _fmt(r["compiled_rate"]),
-                   f"{r['eager_ratio']:.2f}×", f"**{r['compiled_ratio']:.2f}×**", f"{r['compile_s']:.1f}"] for r in t]),
+           table(["copies", "Gymnasium (steps/s)"] + [f"{label[k]} (steps/s)" for k in kinds]
+                 + [f"{label[k]} / Gymnasium" for k in kinds] + ["compile time (s)"],
+                 [[r["n"], _fmt(r["gymnasium_rate"])] + [_fmt(r[f"{k}_rate"]) for k in kinds]
+                  + [f"{r[f'{k}_ratio']:.2f}×" if k == "eager" else f"**{r[f'{k}_ratio']:.2f}×**" for k in kinds]
+                  + [f"{r['compile_s']:.1f}"] for r in t]),
            "",
+           *([f"*{label['cores']}* is the same step compiled for all {t[0]['cores']} cores of this machine: Inductor "
+              "splits the copies between the threads. Gymnasium's NumPy step has no such option and runs on one core "
+              "whatever torch is set to, so this column compares what the machine delivers, not the speed of a core.",
+              ""] if "cores" in kinds else []),
            "Compilation happens once per number of copies, before the timed steps, and is not counted in the rates; "
            "later runs reuse Inductor's on-disk cache.",
            "",
@@ -338,7 +356,8 @@ def main(argv=None):
                                 "write the benchmarks page of the book.")
     p.add_argument("--out", type=Path, default=Path("book/benchmarks.md"), help="the page to write")
     p.add_argument("--quick", action="store_true", help="tiny settings, to check that everything runs (not for the book)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as NumPy)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for sections 2 and 3 (default 1, as NumPy); "
+                   "section 1 measures one thread and all cores")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     quick = args.quick

@@ -26,9 +26,10 @@ def resolve_device(device="auto"):
 # %% ../../chapters/01_policy.ipynb #d2d46ab9
 def check(ok, message):
     "Raise `ValueError(message)` unless the bool tensor `ok` is all True; on an accelerator, checked without a host sync."
+    ok = ok.all() if ok.dim() else ok  # a scalar needs no reduction (a hot path: one check per environment step)
     if ok.device.type == "cpu":
-        if not bool(ok.all()): raise ValueError(message)
-    else: torch._assert_async(ok.all(), message)
+        if not bool(ok): raise ValueError(message)
+    else: torch._assert_async(ok, message)
 
 
 def check_states(x, name, floating, trailing=()):

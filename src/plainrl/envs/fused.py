@@ -28,10 +28,11 @@ def counter_uniform(counter, seed):
 
 
 def compile_kernel(fn, *example):
-    """`fn`, a function of tensors, compiled by Inductor for arguments shaped like `example`: traced once by make_fx,
-    so that a call runs the kernel without the guards torch.compile evaluates at every call (nor their checks)."""
+    """`fn`, a function of tensors, compiled by Inductor for arguments laid out as `example`: traced once by make_fx,
+    so that a call runs the kernel without the guards torch.compile evaluates at every call, nor Inductor's checks
+    of the arguments' shapes and strides. The caller must pass tensors of exactly those shapes, strides and dtypes."""
     graph = make_fx(lambda *args: fn(*args))(*example)
-    return torch._inductor.compile(graph, list(example))
+    return torch._inductor.compile(graph, list(example), options={"size_asserts": False, "alignment_asserts": False})
 
 # %% ../../../chapters/08_scaling.ipynb #e1ba2b79
 def fused_step(x, t, running, action, seed, steps, autoreset=False, max_steps=CartPole.max_steps):
@@ -89,13 +90,19 @@ class FusedCartPole(CartPole):
     def t(self): return self._t.long()
 
     @t.setter
-    def t(self, value): self._t = value.to(torch.float64)
+    def t(self, value): self._t = self._copies(value, "t")
 
     @property
     def done(self): return self._running == 0
 
     @done.setter
-    def done(self, value): self._running = (~value).to(torch.float64)
+    def done(self, value): self._running = self._copies(~value, "done")
+
+    def _copies(self, value, name):
+        "`value` [num_envs] as the kernel reads it, a contiguous float64 tensor: the kernel checks no shape itself."
+        if tuple(value.shape) != (self.num_envs,):
+            raise ValueError(f"{name} has shape {list(value.shape)}; expected [{self.num_envs}], one per copy")
+        return value.to(self.device, torch.float64).contiguous()
 
     def step(self, action):
         "As `CartPole.step`, in one call of the compiled kernel."
