@@ -287,7 +287,7 @@ def render(info, throughput, solve, tokens_rate, tokens_train, seconds, settings
                   + [f"{r[f'{k}_ratio']:.2f}×" if k == "eager" else f"**{r[f'{k}_ratio']:.2f}×**" for k in kinds]
                   + [f"{r['compile_s']:.1f}"] for r in t]),
            "",
-           *([f"*{label['cores']}* is the same step compiled for all {t[0]['cores']} cores of this machine: Inductor "
+           *([f"*{label['cores']}* is the same step compiled for the {t[0]['cores']} cores of this machine: Inductor "
               "splits the copies between the threads. Gymnasium's NumPy step has no such option and runs on one core "
               "whatever torch is set to, so this column compares what the machine delivers, not the speed of a core.",
               ""] if "cores" in kinds else []),
