@@ -104,30 +104,36 @@ def test_fused_step_reads_nothing_back_from_the_device(compiled, autoreset):
     assert set(allowed) <= {("plainrl.policy", "check")}
 
 
+def twin(env):
+    "A CartPole in `env`'s state, just reset, to step beside it."
+    env.reset()
+    ref = CartPole(env.num_envs, device="cpu", seed=5)
+    ref.reset()
+    ref.state = env.state
+    return ref
+
+
+def step_both(ref, env, action):
+    "Step CartPole `ref` and `env` with the same actions: the same observations, rewards and flags."
+    o1, o2 = ref.step(action.long()), env.step(action)
+    assert torch.allclose(o1[0], o2[0], atol=1e-6) and all(torch.equal(a, b) for a, b in zip(o1[1:], o2[1:]))
+
+
 def test_fused_accepts_any_integer_actions_of_the_right_shape(compiled):
     "The compiled kernel checks nothing itself: step must hand it int64, contiguous actions."
-    compiled.reset()
-    ref = CartPole(64, device="cpu", seed=5)
-    ref.reset()
-    ref.state = compiled.state
+    ref = twin(compiled)
     for action in (torch.ones(64, dtype=torch.int32), torch.zeros(64, 2, dtype=torch.long)[:, 1], torch.ones(64, dtype=torch.uint8)):
-        o1, o2 = ref.step(action.long()), compiled.step(action)
-        assert torch.allclose(o1[0], o2[0], atol=1e-6) and all(torch.equal(a, b) for a, b in zip(o1[1:], o2[1:]))
+        step_both(ref, compiled, action)
 
 
 def test_fused_keeps_its_tensors_in_the_kernels_layout(compiled):
     "The kernel checks no shapes or strides (compile_kernel turns Inductor's asserts off): the setters must."
-    compiled.reset()
-    ref = CartPole(64, device="cpu", seed=5)
-    ref.reset()
-    ref.state = compiled.state
+    ref = twin(compiled)
     strided_t = (torch.arange(128.0, dtype=torch.float64) % 400).view(64, 2)[:, 1]  # views with stride 2; float64,
     strided_done = (torch.arange(128) % 5 == 0).view(64, 2)[:, 0]                   # as the kernel keeps t, so no copy
     ref.t, ref.done = strided_t.long(), strided_done.clone()
     compiled.t, compiled.done = strided_t, strided_done
-    for _ in range(20):
-        o1, o2 = ref.step(torch.ones(64, dtype=torch.long)), compiled.step(torch.ones(64, dtype=torch.long))
-        assert torch.allclose(o1[0], o2[0], atol=1e-6) and all(torch.equal(a, b) for a, b in zip(o1[1:], o2[1:]))
+    for _ in range(20): step_both(ref, compiled, torch.ones(64, dtype=torch.long))
     assert torch.equal(ref.t, compiled.t) and torch.equal(ref.done, compiled.done)
     with pytest.raises(ValueError, match=r"t has shape \[65\]; expected \[64\]"): compiled.t = torch.zeros(65, dtype=torch.long)
     with pytest.raises(ValueError, match=r"done has shape \[1\]; expected \[64\]"): compiled.done = torch.ones(1, dtype=torch.bool)
