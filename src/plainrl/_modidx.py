@@ -135,6 +135,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'plainrl.reinforce.Run.log': ('reinforce.html#run.log', 'plainrl/reinforce.py'),
                                    'plainrl.reinforce.Run.over': ('reinforce.html#run.over', 'plainrl/reinforce.py'),
                                    'plainrl.reinforce.Run.score': ('reinforce.html#run.score', 'plainrl/reinforce.py'),
+                                   'plainrl.reinforce.Run.start': ('reinforce.html#run.start', 'plainrl/reinforce.py'),
                                    'plainrl.reinforce.make_env': ('reinforce.html#make_env', 'plainrl/reinforce.py'),
                                    'plainrl.reinforce.optimal_value': ('reinforce.html#optimal_value', 'plainrl/reinforce.py'),
                                    'plainrl.reinforce.plot_learning_curves': ( 'reinforce.html#plot_learning_curves',

@@ -110,6 +110,12 @@ class Run:
     solved_at: int | None = None
     policy: torch.nn.Module | None = None
 
+    @classmethod
+    def start(cls, cfg, env, policy):
+        "A new run of `cfg`: solved at cfg.target, or, on the tabular MDP, within cfg.tolerance of the exact optimum J*."
+        target = optimal_value(env, cfg.gamma).item() - cfg.tolerance if cfg.env == "tabular" else cfg.target
+        return cls(cfg, target, policy=policy)
+
     @property
     def score(self): return SCORE[self.config.env]
 
@@ -139,8 +145,7 @@ def train(cfg, policy=None, progress=False):
     env, policy = make_env(cfg, policy)
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     baseline = MovingAverageBaseline(cfg.beta) if cfg.variant.endswith("baseline") else None
-    target = optimal_value(env, cfg.gamma).item() - cfg.tolerance if cfg.env == "tabular" else cfg.target
-    run = Run(cfg, target, policy=policy)
+    run = Run.start(cfg, env, policy)
     recent = deque(maxlen=max(cfg.window, cfg.num_envs))  # returns of the last finished episodes
     env_steps, start = 0, time.perf_counter()
     bar = tqdm(total=cfg.max_updates, desc=f"{cfg.env} {cfg.variant}", disable=not progress)

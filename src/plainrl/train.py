@@ -27,7 +27,7 @@ from .envs.tokens import MAX_ANSWER_LEN
 from .generate import rollout_tokens
 from .gradient import exact_objective
 from .policy import resolve_device
-from .reinforce import CONFIGS, ENVS, Run, make_env, optimal_value, plot_learning_curves, reinforce_update
+from .reinforce import CONFIGS, ENVS, Run, make_env, plot_learning_curves, reinforce_update
 from .reward import episode_return
 from .trajectory import rollout
 from .variance import VARIANTS, MovingAverageBaseline, pg_weights
@@ -92,8 +92,7 @@ def fit(cfg, run_dir=None, resume=False, checkpoint_every=50, progress=False, co
         if compile: env = FusedCartPole(cfg.num_envs, device=env.device, seed=seed)
         optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
         baseline = MovingAverageBaseline(cfg.beta) if cfg.variant.endswith("baseline") else None
-        target = optimal_value(env, cfg.gamma).item() - cfg.tolerance if cfg.env == "tabular" else cfg.target
-        run = Run(cfg, target, policy=policy)
+        run = Run.start(cfg, env, policy)
         recent = deque(maxlen=max(cfg.window, cfg.num_envs * group.world_size))  # returns of the last episodes
         first, env_steps, elapsed, saved_at = 1, 0, 0.0, None
         if resume:
