@@ -1,4 +1,7 @@
 # plainrl: `make book` renders the course, `make test` checks everything. Both set up .venv first.
+#   make book TORCH=cpu     the CPU-only torch wheel (no CUDA libraries); see TORCH below
+#   make lab                the notebooks in JupyterLab, from .venv
+#   make clean              remove .venv and the built book: the next make starts over
 SHELL := bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,20 +10,56 @@ STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
 HTML := book/_build/html
 
-.PHONY: venv book export test bench chromium clean
+# Which build of torch==2.13.0 goes into .venv:
+#   pypi (default)  the registry's wheel: the CUDA build with its CUDA libraries on Linux (GPU or
+#                   not), the CPU/MPS wheel on macOS
+#   cuda            the same as pypi (on Linux the registry's wheel is the CUDA build)
+#   cpu             the CPU-only wheel from PyTorch's CPU index
+#   cuXXX           that CUDA build from PyTorch's cuXXX index, e.g. TORCH=cu128
+# torch is installed first from that index, then the rest with a constraint that keeps it.
+TORCH ?= pypi
+TORCH_VERSION := 2.13.0
+TORCH_INDEX := https://download.pytorch.org/whl
+ifeq ($(filter pypi cuda cpu cu%,$(TORCH)),)
+$(error TORCH=$(TORCH): expected pypi (the default), cuda, cpu or cuXXX such as cu128)
+endif
+ifeq ($(shell uname -s)-$(filter cu%,$(TORCH)),Darwin-$(TORCH))
+$(error TORCH=$(TORCH): PyTorch has no CUDA builds for macOS; use TORCH=pypi (CPU and MPS))
+endif
+TORCH_BUILD := $(if $(filter cuda,$(TORCH)),pypi,$(TORCH))
+TORCH_PIN := $(VENV)/torch-constraint.txt
 
-venv: $(STAMP)
+# The stamp records the interpreter and the torch build; .venv is rebuilt from scratch when it was
+# made by another Python or with another build, or is broken (tools/venv_state.sh says why).
+WANT := python $(shell $(PYTHON) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null) torch $(TORCH_BUILD)
+REBUILD := $(shell bash tools/venv_state.sh $(VENV) '$(WANT)')
+# The prerequisites checked up front: `make test` needs more than the book does.
+GOAL := $(if $(filter test,$(MAKECMDGOALS)),test,$(if $(filter lab,$(MAKECMDGOALS)),lab,book))
 
-$(STAMP): pyproject.toml
+.PHONY: venv prereqs book export test lab bench clean FORCE
+
+venv: prereqs $(STAMP)
+
+prereqs:
+	@bash tools/prereqs.sh $(GOAL) $(PYTHON)
+
+$(STAMP): pyproject.toml $(if $(REBUILD),FORCE) | prereqs
+	$(if $(REBUILD),@echo "rebuilding $(VENV): $(REBUILD)" && rm -rf $(VENV))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+ifeq ($(TORCH_BUILD),pypi)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+else
+	$(BIN)/python -m pip install torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX)/$(TORCH_BUILD)
+	$(BIN)/python -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" --constraint $(TORCH_PIN)
+endif
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
-	touch $(STAMP)
+	echo "$(WANT)" > $(STAMP)
 
 # MathJax served from the book itself, so the pages render offline. Vendored from the npm registry's
 # `mathjax` package; without Node the book falls back to the CDN (book/_ext/local_mathjax.py says so).
-$(MATHJAX):
+$(MATHJAX): | prereqs
 	@if command -v npm >/dev/null; then \
 	  tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent mathjax@3.2.2 >/dev/null && tar xzf mathjax-3.2.2.tgz) && \
 	  mkdir -p book/_static/mathjax/output/chtml && \
@@ -28,25 +67,27 @@ $(MATHJAX):
 	  cp -r $$tmp/package/es5/output/chtml/fonts book/_static/mathjax/output/chtml/ && rm -rf $$tmp; \
 	else echo "note: npm not found, the book will load MathJax from its CDN"; fi
 
-export: $(STAMP)
+export: prereqs $(STAMP)
 	$(BIN)/python tests/nbdev_export.py
 
-book: $(STAMP) $(MATHJAX)
+book: prereqs $(STAMP) $(MATHJAX)
 	$(BIN)/jupyter-book build . --path-output book
 	@echo "open $(HTML)/index.html"
 
-# The browser check needs Chromium: Debian's package, installed here when missing.
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
-
-test: $(STAMP) $(MATHJAX) chromium
+# prereqs checks (or, as root, installs) Chromium for the browser check.
+test: prereqs $(STAMP) $(MATHJAX)
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --path-output book -W -n --keep-going
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile
 
+# The notebooks in JupyterLab, with .venv's kernel (as root Jupyter wants --allow-root).
+lab: prereqs $(STAMP)
+	$(BIN)/jupyter lab chapters/ $(if $(filter 0,$(shell id -u)),--allow-root)
+
 # Benchmarks against real peers, measured side by side in one run: writes book/benchmarks.md (chapter 8).
-bench: $(STAMP)
+bench: prereqs $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m plainrl.bench --out book/benchmarks.md
 
+# Start over: the next make builds .venv and the book from scratch.
 clean:
 	rm -rf book/_build book/_static/mathjax $(VENV)

@@ -3,7 +3,10 @@
 nbdev 3 writes a notebook's `#| default_exp` module afresh but only *appends* the cells of `#| export other.module`
 to a module that must already exist (it is meant for adding to another notebook's module). Chapter 3 exports
 several new modules (`plainrl.trajectory` and `plainrl.envs.*`), each owned by that one notebook, so every module
-is written afresh here: exporting twice gives the same files, and a fresh checkout exports without a prior src/."""
+is written afresh here: exporting twice gives the same files, and a fresh checkout exports without a prior src/.
+
+nbdev also writes a documentation index (`_modidx.py`) and an `llms.txt` for a docs site this book does not
+have; both are switched off."""
 import functools
 
 import nbdev.doclinks as doclinks
@@ -18,4 +21,5 @@ class FreshModuleMaker(ModuleMaker):
 
 if __name__ == "__main__":
     doclinks.nb_export = functools.partial(doclinks.nb_export, mod_maker=FreshModuleMaker)
+    doclinks._build_modidx = doclinks.update_llms_txt = lambda *args, **kwargs: None
     doclinks.nbdev_export()

@@ -1,33 +1,78 @@
-"""environment.yml (the conda route) and pyproject.toml (the pip route) pin the same packages."""
+"""The set-up files agree.
+
+environment.yml (the conda route) pins what pyproject.toml pins, its dependencies and
+every extra (dev, bench); LICENSE and CITATION.cff match pyproject.toml and the package.
+yaml comes with jupyter-book (the dev extra)."""
+
 import re
 import tomllib
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def pyproject_pins():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return set(project["dependencies"]) | {r for reqs in project["optional-dependencies"].values() for r in reqs}
+    extras = PROJECT["optional-dependencies"]
+    return set(PROJECT["dependencies"]) | {r for reqs in extras.values() for r in reqs}
 
 
 def environment_pins():
     lines = (ROOT / "environment.yml").read_text().splitlines()
     pip = lines.index("  - pip:")
-    items = [re.sub(r"^\s*-\s*", "", l) for l in lines[pip + 1:] if l.strip().startswith("-")]
+    items = [
+        re.sub(r"^\s*-\s*", "", line)
+        for line in lines[pip + 1 :]
+        if line.strip().startswith("-")
+    ]
     assert "-e ." in items, "environment.yml must install the package itself (-e .)"
     return {i for i in items if i != "-e ."}
 
 
 def test_same_packages_and_pins():
     ours, conda = pyproject_pins(), environment_pins()
-    assert ours == conda, f"only in pyproject.toml: {sorted(ours - conda)}; only in environment.yml: {sorted(conda - ours)}"
+    only_ours, only_conda = sorted(ours - conda), sorted(conda - ours)
+    assert ours == conda, (
+        f"only in pyproject.toml: {only_ours}; only in environment.yml: {only_conda}"
+    )
+
+
+def test_the_extras_make_installs_are_pinned_in_both():
+    assert {"dev", "bench"} <= set(PROJECT["optional-dependencies"])
+    names = {re.split("[=<>]", r)[0] for r in environment_pins()}
+    assert {"ruff", "gymnasium", "torch"} <= names
 
 
 def test_every_dependency_is_pinned():
-    assert all("==" in r for r in pyproject_pins()), "pin every dependency exactly (torch==2.13.0 above all)"
+    assert all("==" in r for r in pyproject_pins()), (
+        "pin every dependency exactly (torch==2.13.0 above all)"
+    )
 
 
 def test_python_version_agrees():
     assert "python=3.11" in (ROOT / "environment.yml").read_text()
-    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"] == ">=3.11"
+    assert PROJECT["requires-python"] == ">=3.11"
+
+
+def test_license_is_the_apache_license_pyproject_declares():
+    text = (ROOT / "LICENSE").read_text()
+    assert PROJECT["license"] == "Apache-2.0"
+    assert (
+        "Apache License\n                           Version 2.0, January 2004" in text
+    )
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert "Copyright 2026 the plainrl authors" in text
+
+
+def test_citation_matches_the_package():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    init = (ROOT / "src" / "plainrl" / "__init__.py").read_text()
+    version = re.search(r'__version__ = "([^"]+)"', init).group(1)
+    assert cff["cff-version"] == "1.2.0"
+    assert cff["version"] == version
+    assert cff["license"] == PROJECT["license"]
+    assert cff["authors"] == [{"name": "the plainrl authors"}]
+    assert str(cff["date-released"]) == "2026-12-01"
+    assert cff["title"].startswith("plainrl")

@@ -8,62 +8,79 @@ from typing import NamedTuple
 
 import torch
 
-from .policy import check
+from .checks import check, check_real, check_tensor
+from .envs.tabular import TabularMDP
 from .reward import episode_return
 
 # %% ../../chapters/04_probability.ipynb #223f154b
 class AllTrajectories(NamedTuple):
-    "Every trajectory of a tabular MDP: states [N, H+1] (s_0..s_H), actions [N, H] (a_0..a_{H-1}), returns [N]."
+    """Every trajectory of a tabular MDP: states [N, H+1] (s_0..s_H), actions [N, H]
+    (a_0..a_{H-1}), returns [N]."""
+
     states: torch.Tensor
     actions: torch.Tensor
     returns: torch.Tensor
 
 
-def _check_mdp(mdp):
-    "Check that `mdp` has the tables of a `TabularMDP`."
-    for attr in ("initial", "transition", "reward", "horizon", "n_states", "n_actions"):
-        if not hasattr(mdp, attr): raise TypeError(f"mdp must be a TabularMDP; {type(mdp).__name__} lacks .{attr}")
-
-
 def enumerate_trajectories(mdp, gamma=1.0):
-    """Every trajectory τ = (s_0, a_0, s_1, ..., a_{H-1}, s_H) the environment `mdp` can produce (P(s_0) > 0 and
-    P(s_{t+1}|s_t,a_t) > 0 at every step), in lexicographic order of that tuple, with its return R(τ) (eqs. 3–4)."""
-    _check_mdp(mdp)
-    S, A, device = mdp.n_states, mdp.n_actions, mdp.initial.device
+    """Every trajectory τ = (s_0, a_0, s_1, ..., a_{H-1}, s_H) that `mdp` can produce
+    (P(s_0) > 0 and P(s_{t+1}|s_t,a_t) > 0 at every step), in lexicographic order of
+    that tuple, with its return R(τ) (eqs. 3–4)."""
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    gamma = check_real(gamma, "gamma", 0, 1)
+    S, A, device = mdp.n_states, mdp.n_actions, mdp.device
     states = torch.nonzero(mdp.initial > 0)  # [N, 1]: the possible s_0
     actions = torch.empty(len(states), 0, dtype=torch.long, device=device)
-    next_a, next_s = torch.cartesian_prod(torch.arange(A, device=device), torch.arange(S, device=device)).reshape(-1, 2).T
-    for _ in range(mdp.horizon):  # extend every partial trajectory by every (a_t, s_{t+1})
+    pairs = torch.cartesian_prod(
+        torch.arange(A, device=device), torch.arange(S, device=device)
+    )
+    next_a, next_s = pairs.reshape(-1, 2).T
+    for _ in range(
+        mdp.horizon
+    ):  # extend every partial trajectory by every (a_t, s_{t+1})
         n = len(states)
-        states = torch.cat([states.repeat_interleave(A * S, 0), next_s.repeat(n)[:, None]], 1)
-        actions = torch.cat([actions.repeat_interleave(A * S, 0), next_a.repeat(n)[:, None]], 1)
+        states = torch.cat(
+            [states.repeat_interleave(A * S, 0), next_s.repeat(n)[:, None]], 1
+        )
+        actions = torch.cat(
+            [actions.repeat_interleave(A * S, 0), next_a.repeat(n)[:, None]], 1
+        )
         possible = mdp.transition[states[:, -2], actions[:, -1], states[:, -1]] > 0
         states, actions = states[possible], actions[possible]
-    rewards = mdp.reward[states[:, :-1], actions, states[:, 1:]]  # r_t = R(s_t, a_t, s_{t+1}) (eq. 2)
+    rewards = mdp.reward[states[:, :-1], actions, states[:, 1:]]  # r_t (eq. 2)
     return AllTrajectories(states, actions, episode_return(rewards, gamma))
 
 # %% ../../chapters/04_probability.ipynb #f15a381c
 def log_trajectory_prob(mdp, policy, states, actions):
-    """log P(τ|π_θ) = log P(s_0) + Σ_t [log π_θ(a_t|s_t) + log P(s_{t+1}|s_t,a_t)] (eq. 5) -> [N].
+    """log P(τ|π_θ) = log P(s_0) + Σ_t [log π_θ(a_t|s_t) + log P(s_{t+1}|s_t,a_t)]
+    (eq. 5) -> [N], differentiable in the policy's parameters.
 
-    states [N, H+1] and actions [N, H] (integer, 1 <= H <= mdp.horizon: trajectories or their first H steps);
-    `policy` maps states to a Categorical over mdp.n_actions actions. Differentiable in the policy's parameters."""
-    _check_mdp(mdp)
-    for x, name in ((states, "states"), (actions, "actions")):
-        if not isinstance(x, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{name} must have an integer dtype, got {x.dtype}")
-        if x.device != mdp.initial.device: raise ValueError(f"{name} is on {x.device}; the MDP is on {mdp.initial.device}")
-    if actions.dim() != 2 or actions.shape[0] == 0 or not 1 <= actions.shape[1] <= mdp.horizon:
-        raise ValueError(f"actions has shape {list(actions.shape)}; expected [N, H] with N >= 1 and 1 <= H <= {mdp.horizon}")
+    states [N, H+1] and actions [N, H] (integer; 1 <= H <= mdp.horizon: trajectories or
+    their first H steps); `policy` maps states to a Categorical over mdp.n_actions."""
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    check_tensor(states, "states", "int", (None, None), mdp.device)
+    check_tensor(actions, "actions", "int", (None, None), mdp.device)
     N, H = actions.shape
+    if N == 0 or not 1 <= H <= mdp.horizon:
+        want = f"N >= 1 and 1 <= H <= {mdp.horizon}"
+        raise ValueError(f"actions has shape {[N, H]}; expected [N, H] with {want}")
     if states.shape != (N, H + 1):
-        raise ValueError(f"states has shape {list(states.shape)}; expected [N, H+1] = [{N}, {H + 1}] for actions [{N}, {H}]")
-    check((states >= 0) & (states < mdp.n_states), f"states must lie in [0, {mdp.n_states})")
-    check((actions >= 0) & (actions < mdp.n_actions), f"actions must lie in [0, {mdp.n_actions})")
+        shape = list(states.shape)
+        raise ValueError(f"states has shape {shape}; expected [N, H+1] = {[N, H + 1]}")
+    check(
+        (states >= 0) & (states < mdp.n_states),
+        f"states must lie in [0, {mdp.n_states})",
+    )
+    check(
+        (actions >= 0) & (actions < mdp.n_actions),
+        f"actions must lie in [0, {mdp.n_actions})",
+    )
     dist = policy(states[:, :-1])
     if dist.logits.shape[-1] != mdp.n_actions:
-        raise ValueError(f"the policy has {dist.logits.shape[-1]} actions; the MDP has {mdp.n_actions}")
+        n = dist.logits.shape[-1]
+        raise ValueError(f"the policy has {n} actions; the MDP has {mdp.n_actions}")
     log_p0 = mdp.initial[states[:, 0]].log()
     log_pi = dist.log_prob(actions)
     log_transition = mdp.transition[states[:, :-1], actions, states[:, 1:]].log()

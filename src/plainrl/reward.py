@@ -4,45 +4,48 @@
 __all__ = ['check_rewards', 'discounts', 'episode_return']
 
 # %% ../../chapters/02_reward.ipynb #b4defa09
-import numbers
-
 import torch
 
-from .policy import check
+from .checks import check, check_int, check_mask, check_real, check_tensor
+from .checks import resolve_device
 
 # %% ../../chapters/02_reward.ipynb #4412e4ce
 def check_rewards(rewards, gamma=1.0, mask=None):
-    """Validate the arguments of a return computation (eqs. 3–4) and return the mask ([B, T], all True if None).
+    """Validate the arguments of a return (eqs. 3–4); return the mask (True if None).
 
-    rewards [B, T] float, finite on real steps; gamma a number in [0, 1]; mask [B, T] bool on the same device,
-    True on the real steps: a run of True then False in every row (padding at the end, no gaps)."""
-    if not isinstance(rewards, torch.Tensor): raise TypeError(f"rewards must be a torch.Tensor, got {type(rewards).__name__}")
-    if not rewards.is_floating_point(): raise TypeError(f"rewards must have a floating-point dtype, got {rewards.dtype}")
+    rewards [B, T] float, finite on real steps; gamma a real number in [0, 1]; mask
+    [B, T] bool on the same device, True on the real steps, then False (no gaps)."""
+    check_tensor(rewards, "rewards", "float")
     if rewards.dim() != 2 or rewards.numel() == 0:
-        raise ValueError(f"rewards has shape {list(rewards.shape)}; expected [B, T] with B, T >= 1")
-    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
-        raise TypeError(f"gamma must be a real number in [0, 1], got {type(gamma).__name__}")
-    if not 0.0 <= gamma <= 1.0: raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-    if mask is None: mask = torch.ones_like(rewards, dtype=torch.bool)
-    elif not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool torch.Tensor, got {getattr(mask, 'dtype', type(mask).__name__)}")
-    elif mask.shape != rewards.shape:
-        raise ValueError(f"mask has shape {list(mask.shape)}; expected the shape of rewards, {list(rewards.shape)}")
-    elif mask.device != rewards.device:
-        raise ValueError(f"mask is on {mask.device} but rewards are on {rewards.device}; expected the same device")
-    check(torch.isfinite(rewards) | ~mask, "rewards must be finite (no NaN or inf) on the real steps")
-    check(~(mask[:, 1:] & ~mask[:, :-1]), "mask has a gap (True after False in a row); "
-          "expected each row to be True on the real steps, then False on the padding")
+        shape = list(rewards.shape)
+        raise ValueError(f"rewards has shape {shape}; expected [B, T] with B, T >= 1")
+    check_real(gamma, "gamma", 0, 1)
+    if mask is None:
+        mask = torch.ones_like(rewards, dtype=torch.bool)
+    check_mask(mask, rewards.shape, rewards.device)
+    finite = torch.isfinite(rewards) | ~mask
+    check(finite, "rewards must be finite (no NaN or inf) on the real steps")
     return mask
 
 
 def discounts(T, gamma, dtype=torch.float32, device="cpu"):
-    "The discount vector (γ^0, γ^1, ..., γ^{T-1}) of eq. 4 -> [T]."
-    return gamma ** torch.arange(T, dtype=dtype, device=device)
+    "The discount vector (γ^0, γ^1, ..., γ^{T-1}) of eq. 4 -> [T] of `dtype`."
+    T = check_int(T, "T")
+    gamma = check_real(gamma, "gamma", 0, 1)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    t = torch.arange(T, dtype=dtype, device=resolve_device(device))
+    return gamma**t
 
 
 def episode_return(rewards, gamma=1.0, mask=None):
-    "R(τ) = Σ_t γ^t r_t (eqs. 3–4) of every episode in a padded batch: rewards [B, T], mask [B, T] bool -> [B]."
+    """R(τ) = Σ_t γ^t r_t (eqs. 3–4) of every episode in a padded batch:
+    rewards [B, T], mask [B, T] bool -> [B]."""
     mask = check_rewards(rewards, gamma, mask)
-    real = torch.where(mask, rewards, torch.zeros((), dtype=rewards.dtype, device=rewards.device))
-    return (real * discounts(rewards.shape[1], gamma, rewards.dtype, rewards.device)).sum(-1)
+    zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
+    real = torch.where(mask, rewards, zero)
+    weights = discounts(rewards.shape[1], gamma, rewards.dtype, rewards.device)
+    R = (real * weights).sum(-1)
+    # the rewards are finite, so an infinite sum is an overflow of the dtype
+    check(torch.isfinite(R), f"the return overflows {rewards.dtype}; use a wider dtype")
+    return R

@@ -8,92 +8,109 @@ import math
 
 import torch
 
-from ..policy import check
-from ..trajectory import check_actions, check_count, concrete_device
+from ..checks import check, check_actions, check_int, check_tensor
+from ..checks import concrete_device
 
 # %% ../../../chapters/03_trajectory.ipynb #1988d5f4
 class CartPole:
-    """Gymnasium's CartPole-v1 in torch, `num_envs` copies stepping at once (same physics, float64 state, float32
-    observations, reward 1 per step including the terminating one, truncation after `max_steps` = 500 steps)."""
-    gravity, masscart, masspole, length = 9.8, 1.0, 0.1, 0.5  # length: half the pole's length
+    """Gymnasium's CartPole-v1 in torch, `num_envs` copies at once: same physics, the
+    state in float64, observations in float32, reward 1 per step (the terminating one
+    too), truncated after `max_steps` = 500 steps."""
+
+    gravity, masscart, masspole, length = 9.8, 1.0, 0.1, 0.5  # length: half the pole's
     total_mass = masspole + masscart
     polemass_length = masspole * length
     force_mag, tau = 10.0, 0.02  # tau: the time step Δt in seconds (Gymnasium's name)
     theta_threshold_radians = 12 * 2 * math.pi / 360
     x_threshold = 2.4
     obs_dim, n_actions, max_steps = 4, 2, 500
+    group_size = 1  # every copy draws its own s_0
 
     def __init__(self, num_envs, device="auto", seed=0):
-        self.num_envs = check_count(num_envs, "num_envs")
-        if isinstance(seed, bool) or not isinstance(seed, int): raise TypeError(f"seed must be an int, got {seed!r}")
-        self.device = concrete_device(device)
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self._state = torch.zeros(num_envs, 4, dtype=torch.float64, device=self.device)
-        self.t = torch.zeros(num_envs, dtype=torch.long, device=self.device)  # steps taken in the current episode
-        self.done = torch.ones(num_envs, dtype=torch.bool, device=self.device)  # finished (frozen) copies
-        self._force = torch.tensor([-self.force_mag, self.force_mag], dtype=torch.float64, device=self.device)
+        self.num_envs = num_envs = check_int(num_envs, "num_envs")
+        seed = check_int(seed, "seed", low=0)
+        self.device = device = concrete_device(device)
+        self.generator = torch.Generator(device).manual_seed(seed)
+        self._state = torch.zeros(num_envs, 4, dtype=torch.float64, device=device)
+        # the steps taken in the current episode, and which copies are finished (frozen)
+        self.t = torch.zeros(num_envs, dtype=torch.long, device=device)
+        self.done = torch.ones(num_envs, dtype=torch.bool, device=device)
+        force = [-self.force_mag, self.force_mag]
+        self._force = torch.tensor(force, dtype=torch.float64, device=device)
         self._started = False
 
     @property
     def state(self):
-        "The states (x, x_dot, theta, theta_dot) of all copies, [num_envs, 4] float64 (a copy)."
+        "The states (x, x_dot, theta, theta_dot), [N, 4] float64 (a copy)."
         return self._state.clone()
 
     @state.setter
     def state(self, value):
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(f"state must be a floating-point tensor, got {getattr(value, 'dtype', type(value).__name__)}")
-        if tuple(value.shape) != (self.num_envs, 4):
-            raise ValueError(f"state has shape {list(value.shape)}; expected [{self.num_envs}, 4] = [num_envs, (x, x_dot, theta, theta_dot)]")
+        check_tensor(value, "state", "float", (self.num_envs, 4))
         value = value.to(self.device, torch.float64, copy=True)
         check(torch.isfinite(value), "state must be finite")
         self._state = value
 
-    def check_mask(self, mask):
-        "Check the `mask` argument of `reset`: None (every copy) or a bool tensor [num_envs]; returns the bool tensor."
-        if mask is None: return torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (self.num_envs,):
-            raise ValueError(f"mask must be a bool tensor of shape [{self.num_envs}], got "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} {list(getattr(mask, 'shape', []))}")
-        if mask.device != self.device: raise ValueError(f"mask is on {mask.device}; the environment is on {self.device}")
-        return mask
-
     def reset(self, mask=None):
-        """Start a new episode in every copy, or only where the bool tensor `mask` [num_envs] is True.
+        """Start a new episode in every copy, or where the bool tensor `mask` [N] is.
 
-        A reset copy gets s_0 ~ U(-0.05, 0.05)^4, its step count restarts at 0 and it is running again; the other
-        copies keep their state, step count and finished flag. Returns the observations of all copies [num_envs, 4]."""
-        mask = self.check_mask(mask)
-        u = torch.rand(self.num_envs, 4, dtype=torch.float64, device=self.device, generator=self.generator)
-        self._state = torch.where(mask[:, None], -0.05 + 0.1 * u, self._state)  # as NumPy's uniform(-0.05, 0.05)
-        self.t, self.done, self._started = self.t.masked_fill(mask, 0), self.done & ~mask, True
+        A reset copy gets s_0 ~ U(-0.05, 0.05)^4, step count 0, and runs again; the
+        others keep state, step count and finished flag. Returns the obs [N, 4]."""
+        if mask is None:
+            mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        check_tensor(mask, "mask", "bool", (self.num_envs,), self.device)
+        u = torch.rand(
+            self.num_envs,
+            4,
+            dtype=torch.float64,
+            device=self.device,
+            generator=self.generator,
+        )
+        s0 = -0.05 + 0.1 * u  # as NumPy's uniform(-0.05, 0.05)
+        self._state = torch.where(mask[:, None], s0, self._state)
+        self.t = self.t.masked_fill(mask, 0)
+        self.done = self.done & ~mask
+        self._started = True
         return self._state.float()
 
     @classmethod
     def dynamics(cls, x, x_dot, theta, theta_dot, force):
-        "The physics of one step, elementwise on tensors of any shape: the next (x, x_dot, theta, theta_dot)."
+        "The physics of one step, elementwise: the next (x, x_dot, theta, theta_dot)."
         costheta, sintheta = torch.cos(theta), torch.sin(theta)
-        temp = (force + cls.polemass_length * theta_dot.square() * sintheta) / cls.total_mass
+        temp = (
+            force + cls.polemass_length * theta_dot.square() * sintheta
+        ) / cls.total_mass
         thetaacc = (cls.gravity * sintheta - costheta * temp) / (
-            cls.length * (4.0 / 3.0 - cls.masspole * costheta.square() / cls.total_mass))
+            cls.length * (4.0 / 3.0 - cls.masspole * costheta.square() / cls.total_mass)
+        )
         xacc = temp - cls.polemass_length * thetaacc * costheta / cls.total_mass
-        return x + cls.tau * x_dot, x_dot + cls.tau * xacc, theta + cls.tau * theta_dot, theta_dot + cls.tau * thetaacc
+        return (
+            x + cls.tau * x_dot,
+            x_dot + cls.tau * xacc,
+            theta + cls.tau * theta_dot,
+            theta_dot + cls.tau * thetaacc,
+        )
 
     @classmethod
     def fell(cls, x, theta):
-        """Whether the cart left the track or the pole fell past 12°, elementwise: whether the larger of the two excesses
-        is positive (exactly |x| > 2.4 or |θ| > 12° in floating point, as one comparison, which chapter 8 compiles)."""
-        return torch.maximum(x.abs() - cls.x_threshold, theta.abs() - cls.theta_threshold_radians) > 0
+        """Whether |x| > 2.4 or |θ| > 12°, elementwise, as one comparison (chapter 8
+        compiles it): whether the larger of the two excesses is positive."""
+        x_excess = x.abs() - cls.x_threshold
+        return torch.maximum(x_excess, theta.abs() - cls.theta_threshold_radians) > 0
 
     def step(self, action):
-        "Push left (0) or right (1) in every copy; return (obs [N, 4] float32, reward [N], terminated [N], truncated [N])."
-        if not self._started: raise RuntimeError("call reset() before step()")
+        "Push left (0) or right (1): (obs [N, 4], reward, terminated, truncated)."
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
         check_actions(action, self)
-        new = torch.stack(self.dynamics(*self._state.unbind(-1), self._force[action]), -1)
+        new = torch.stack(
+            self.dynamics(*self._state.unbind(-1), self._force[action]), -1
+        )
         running = ~self.done
         self._state = torch.where(running[:, None], new, self._state)
         self.t = self.t + running
         fell = self.fell(new[:, 0], new[:, 2])
-        terminated, truncated = running & fell, running & (self.t == self.max_steps)
+        terminated = running & fell
+        truncated = running & (self.t == self.max_steps)
         self.done = self.done | terminated | truncated
         return self._state.float(), running.float(), terminated, truncated
