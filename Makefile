@@ -36,7 +36,7 @@ REBUILD := $(shell bash tools/venv_state.sh $(VENV) '$(WANT)')
 # The prerequisites checked up front: `make test` needs more than the book does.
 GOAL := $(if $(filter test,$(MAKECMDGOALS)),test,$(if $(filter lab,$(MAKECMDGOALS)),lab,book))
 
-.PHONY: venv prereqs book export test lab bench clean FORCE
+.PHONY: venv prereqs book export lint test lab bench clean FORCE
 
 venv: prereqs $(STAMP)
 
@@ -48,11 +48,11 @@ $(STAMP): pyproject.toml $(if $(REBUILD),FORCE) | prereqs
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 ifeq ($(TORCH_BUILD),pypi)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,hf]"
 else
 	$(BIN)/python -m pip install torch==$(TORCH_VERSION) --index-url $(TORCH_INDEX)/$(TORCH_BUILD)
 	$(BIN)/python -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" --constraint $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,hf]" --constraint $(TORCH_PIN)
 endif
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	echo "$(WANT)" > $(STAMP)
@@ -75,7 +75,15 @@ book: prereqs $(STAMP) $(MATHJAX)
 	@echo "open $(HTML)/index.html"
 
 # prereqs checks (or, as root, installs) Chromium for the browser check.
-test: prereqs $(STAMP) $(MATHJAX)
+# Lint and format: ruff over the sources (the notebooks' code cells, the tests, the benchmarks),
+# and lint over src/, which the notebooks generate (its formatting is the notebooks').
+LINTED := chapters tests benchmarks
+
+lint: prereqs $(STAMP)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED) src
+
+test: prereqs $(STAMP) $(MATHJAX) lint
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --path-output book -W -n --keep-going
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile
@@ -86,7 +94,7 @@ lab: prereqs $(STAMP)
 
 # Benchmarks against real peers, measured side by side in one run: writes book/benchmarks.md (chapter 8).
 bench: prereqs $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m plainrl.bench --out book/benchmarks.md
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench.py --out book/benchmarks.md
 
 # Start over: the next make builds .venv and the book from scratch.
 clean:

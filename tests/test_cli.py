@@ -1,52 +1,134 @@
-"""The command line `python -m plainrl train ...`, run in process on the slippery chain (fast)."""
+"""The command line `python -m plainrl train ...`, mostly in process on the slippery
+chain (fast): the generated flags, the old invocations, and the exit statuses."""
+
 import csv
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 
-from plainrl.train import main
+from plainrl.advantages import Weights
+from plainrl.cli import EXIT, config, main
 
 
 def run_cli(tmp_path, *extra):
-    return main(["train", "--env", "tabular", "--device", "cpu", "--seed", "0", "--run-dir", str(tmp_path),
-                 "--no-progress", *extra])
+    args = ["train", "--task", "tabular", "--device", "cpu", "--seed", "0"]
+    return main([*args, "--run-dir", str(tmp_path), "--no-progress", *extra])
 
 
 def test_solved_run_writes_metrics_and_curve(tmp_path, capsys):
-    assert run_cli(tmp_path) == 0
+    assert run_cli(tmp_path) == EXIT["solved"] == 0
     assert "solved at update" in capsys.readouterr().out
-    with open(tmp_path / "metrics.csv", newline="") as f: rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["update", "env_steps", "wall_s", "return", "loss", "objective"]
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["update", "env_steps", "wall_s"]
+    assert "objective" in rows[0]
     assert [int(row["update"]) for row in rows] == list(range(1, len(rows) + 1))
-    assert int(rows[-1]["env_steps"]) == len(rows) * 64 * 4  # 64 copies of a horizon-4 MDP per update
+    assert int(rows[-1]["env_steps"]) == len(rows) * 64 * 4  # 64 copies, horizon 4
     assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_budget_ran_out(tmp_path, capsys):
+def test_budget_ran_out_and_resume(tmp_path, capsys):
     assert run_cli(tmp_path, "--max-updates", "2") == 1
     assert "not solved: the budget ran out after 2 updates" in capsys.readouterr().err
-    with open(tmp_path / "metrics.csv") as f: assert len(f.read().splitlines()) == 1 + 2
-    assert run_cli(tmp_path, "--max-env-steps", "300") == 1  # two updates of 256 steps reach 300
+    more = ("--max-updates", "4", "--no-stop-when-solved", "--resume")
+    assert run_cli(tmp_path, *more) == 1
+    with open(tmp_path / "metrics.csv") as f:
+        assert len(f.read().splitlines()) == 1 + 4
+    assert run_cli(tmp_path / "b", "--max-env-steps", "300") == 1  # 2 x 256 steps
     assert "budget ran out after 2 updates, 512 env steps" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--env", "atari"], "argument --env: invalid choice: 'atari'"),
-    (["--env", "tabular", "--variant", "ppo"], "argument --variant: invalid choice: 'ppo'"),
-    (["--env", "tabular", "--device", "gpu0"], "argument --device: device='gpu0' is not a device"),
-    (["--env", "tabular", "--lr", "-1"], "argument --lr: expected a positive float, got '-1'"),
-    (["--env", "tabular", "--num-envs", "2.5"], "argument --num-envs: expected a positive int, got '2.5'"),
-    (["--env", "tabular", "--seed", "-1"], "argument --seed: expected a non-negative int"),
-    (["--env", "tokens", "--answer-len", "12"], "argument --answer-len: expected an int in [1, 8]"),
-    (["--variant", "rtg"], "the following arguments are required: --env"),
-])
+def test_old_invocations_still_work(tmp_path, capsys):
+    old = ["train", "--env", "tabular", "--variant", "rtg", "--device", "cpu"]
+    old += ["--run-dir", str(tmp_path), "--no-progress", "--full-budget"]
+    assert main([*old, "--max-updates", "3", "--num-envs", "8", "--lr", "0.1"]) == 1
+    assert "after 3 updates, 96 env steps" in capsys.readouterr().err
+    more = ["--max-updates", "4", "--num-envs", "8", "--lr", "0.1", "--no-kv-cache"]
+    assert main([*old, *more, "--resume"]) == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--task", "atari"], "argument --task: invalid choice: 'atari'"),
+        (["--env", "atari"], "argument --env: invalid choice: 'atari'"),
+        (["--variant", "rtg"], "the following arguments are required: --task"),
+        (["--task", "tabular", "--variant", "ppo"], "--variant: invalid choice"),
+        (["--task", "tabular", "--device", "gpu0"], "--device: device='gpu0'"),
+        (["--task", "tabular", "--device", "meta"], "--device: expected auto"),
+        (["--task", "tabular", "--lr", "-1"], "argument --lr: lr must be"),
+        (["--task", "tabular", "--lr", "inf"], "argument --lr: lr must be"),
+        (["--task", "tabular", "--num-envs", "2.5"], "--num-envs: expected an int"),
+        (["--task", "tabular", "--seed", "-1"], "--seed: expected an int in"),
+        (["--task", "tabular", "--seed", str(2**64)], "--seed: expected an int in"),
+        (["--task", "tabular", "--threads", "100000"], "--threads: expected an int"),
+        (["--task", "tabular", "--run-dir", ""], "--run-dir: expected a directory"),
+        (["--task", "tabular", "--max-grad-norm", "-1"], "--max-grad-norm:"),
+        (["--task", "tabular", "--baseline", "x"], "argument --baseline: baseline"),
+        (["--task", "tokens", "--answer-len", "12"], "argument --answer-len:"),
+        (["--task", "tokens", "--group-size", "3"], "group_size=3"),
+        (["--task", "tabular", "--variant", "rtg", "--baseline", "batch_mean"],
+         "--variant rtg sets --baseline none"),
+        (["--task", "tabular", "--env", "cartpole"], "--env is the old name"),
+    ],
+)  # fmt: skip
 def test_bad_arguments(args, message, capsys):
     with pytest.raises(SystemExit) as exit:
         main(["train", *args])
     assert exit.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_help_shows_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit.value.code == 0
+    for flag in ("--returns", "--baseline", "--aggregate", "--max-grad-norm"):
+        assert flag in out
+    assert "(default: tabular 0.3, cartpole 0.02, tokens 0.001)" in out
+    assert "exit status" in out and "torchrun --nproc_per_node" in out
+
+
+def test_config_takes_the_tasks_measured_defaults():
+    cfg = config("cartpole", lr=0.05, max_updates=3)
+    assert cfg.algo.lr == 0.05 and cfg.budget.max_updates == 3
+    assert cfg.weights.baseline == "moving_average" and cfg.task.name == "cartpole"
+    with pytest.raises(TypeError, match="unknown settings"):
+        config("cartpole", learning_rate=1)
+
+
+def test_exit_statuses_of_failures(tmp_path, capsys, monkeypatch):
+    assert run_cli(tmp_path, "--max-updates", "1") == 1
+    assert run_cli(tmp_path, "--max-updates", "1") == EXIT["run_dir"]
+    assert "already holds a run" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--lr", "0.1", "--resume") == EXIT["checkpoint"]
+    assert "cannot resume" in capsys.readouterr().err
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert run_cli(tmp_path, "--resume") == EXIT["checkpoint"]
+    assert run_cli(tmp_path / "none", "--resume") == EXIT["checkpoint"]
+    assert "no checkpoint at" in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli(tmp_path / "rank") == EXIT["distributed"]
+    assert "incomplete distributed environment" in capsys.readouterr().err
+    monkeypatch.delenv("RANK")
+    assert run_cli(tmp_path / "m", "--task", "tabular", "--minibatches", "999") == 2
+
+
+def test_divergence_exits_3(tmp_path, capsys, monkeypatch):
+    def infinite(self, traj):
+        return torch.full(traj.rewards.shape, math.inf)
+
+    monkeypatch.setattr(Weights, "__call__", infinite)
+    assert run_cli(tmp_path) == EXIT["diverged"]
+    err = capsys.readouterr().err
+    assert "diverged at update 1" in err and err.count("\n") == 1
+    assert "no checkpoint was written" in err
+
+
 def test_python_dash_m():
-    result = subprocess.run([sys.executable, "-m", "plainrl", "train", "--help"], capture_output=True, text=True)
+    command = [sys.executable, "-m", "plainrl", "train", "--help"]
+    result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0 and "--max-env-steps" in result.stdout

@@ -207,8 +207,13 @@ def test_stages_can_be_swapped():
         calls.append("loss")
         return reinforce_loss(log_probs, weights)
 
-    run = train(task, None, algo, budget, seed=0, device="cpu", weigh=weigh, loss=loss)
-    assert calls == ["weigh", "loss"] * 3
+    def sample(env, policy):
+        calls.append("sample")
+        return rollout(env, policy)
+
+    options = dict(sample=sample, weigh=weigh, loss=loss)
+    run = train(task, None, algo, budget, seed=0, device="cpu", **options)
+    assert calls == ["sample", "weigh", "loss"] * 3
     assert torch.equal(run.policy.logits, torch.zeros(4, 2))
 
 

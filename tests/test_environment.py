@@ -1,7 +1,7 @@
 """The set-up files agree.
 
 environment.yml (the conda route) pins what pyproject.toml pins, its dependencies and
-every extra (dev, bench); LICENSE and CITATION.cff match pyproject.toml and the package.
+every extra (dev, hf, bench); LICENSE and CITATION.cff match pyproject.toml and the package.
 yaml comes with jupyter-book (the dev extra)."""
 
 import re
@@ -40,7 +40,7 @@ def test_same_packages_and_pins():
 
 
 def test_the_extras_make_installs_are_pinned_in_both():
-    assert {"dev", "bench"} <= set(PROJECT["optional-dependencies"])
+    assert {"dev", "bench", "hf"} <= set(PROJECT["optional-dependencies"])
     names = {re.split("[=<>]", r)[0] for r in environment_pins()}
     assert {"ruff", "gymnasium", "torch"} <= names
 
