@@ -297,3 +297,13 @@ def test_the_engine_never_asks_which_task_it_runs():
     source = inspect.getsource(plainrl.engine)
     assert "tabular" not in source and "cartpole" not in source
     assert ".name ==" not in source
+
+
+def test_the_aggregation_setting_reaches_the_update():
+    chain, policy = chain_and_policy(num_envs=16)
+    traj = rollout(chain, policy)  # every episode lasts T = 4 steps
+    steps = {}
+    for how in ("seq_sum", "token_mean"):
+        stepped, _ = sgd_step(policy, traj, 1.0, Algorithm(aggregate=how))
+        steps[how] = stepped.logits - policy.logits
+    assert torch.allclose(steps["seq_sum"] / 4, steps["token_mean"], atol=1e-6)

@@ -201,12 +201,12 @@ A4 = torch.zeros(3, 4, dtype=torch.long)
         (
             lambda: log_trajectory_prob(CHAIN, POLICY, S5[:, :4], A4),
             ValueError,
-            r"expected \[N, H\+1\]",
+            r"expected \[N, T\+1\]",
         ),
         (
             lambda: log_trajectory_prob(CHAIN, POLICY, S5[:2], A4),
             ValueError,
-            r"expected \[N, H\+1\]",
+            r"expected \[N, T\+1\]",
         ),
         (
             lambda: log_trajectory_prob(CHAIN, POLICY, S5, A4[0]),
@@ -249,7 +249,7 @@ A4 = torch.zeros(3, 4, dtype=torch.long)
         (
             lambda: log_trajectory_prob(CHAIN, POLICY, S5[:, :1], A4[:, :0]),
             ValueError,
-            r"1 <= H <= 4",
+            r"1 <= T <= 4",
         ),
         (
             lambda: log_trajectory_prob(
@@ -259,7 +259,7 @@ A4 = torch.zeros(3, 4, dtype=torch.long)
                 torch.zeros(3, 5, dtype=torch.long),
             ),
             ValueError,
-            r"1 <= H <= 4",
+            r"1 <= T <= 4",
         ),
         (
             lambda: log_trajectory_prob(CHAIN, POLICY, S5 + 4, A4),

@@ -6,7 +6,7 @@ __all__ = []
 # %% ../../chapters/08_scaling.ipynb #34c75617
 import sys
 
-from .train import main
+from .cli import main
 
-if __name__ == "__main__" and __package__ == "plainrl":  # `python -m plainrl ...` (not when this notebook runs)
+if __name__ == "__main__" and __package__ == "plainrl":  # python -m plainrl (not here)
     sys.exit(main())

@@ -188,7 +188,9 @@ class Weights:
     """The engine's weigh stage (`weights(traj)` -> [B, T]) with its settings; it keeps
     the moving average of eq. 15 from one batch to the next."""
 
-    returns: str = option("return", "w_t from R(τ) (eq. 12) or reward_to_go (13–14)")
+    returns: str = option(
+        "return", "return (R(τ), eq. 12) or reward_to_go (eqs. 13–14)"
+    )
     baseline: str = option("none", f"b: {', '.join(BASELINES)}")
     beta: float = option(0.9, "the moving average's β (eq. 15)")
     gamma: float = option(1.0, "the discount factor γ of the weights (eq. 14)")
