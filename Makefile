@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-chtml.js
+CJKFONT := book/_static/fonts/noto-sans-sc-chinese-simplified-400-normal.woff2
 HTML := book/_build/html
 
 # Which build of torch==2.13.0 goes into .venv:
@@ -67,10 +68,24 @@ $(MATHJAX): | prereqs
 	  cp -r $$tmp/package/es5/output/chtml/fonts book/_static/mathjax/output/chtml/ && rm -rf $$tmp; \
 	else echo "note: npm not found, the book will load MathJax from its CDN"; fi
 
+# A CJK webfont served from the book itself, so the Chinese terms render on a machine without CJK fonts:
+# the simplified-Chinese subset of Noto Sans SC (regular weight, 1.1 MB, every character the book uses),
+# vendored with its licence (OFL-1.1) from the npm registry's `@fontsource/noto-sans-sc` package.
+# book/_static/cjk.css uses it for CJK characters only; without Node the pages use the reader's fonts
+# (book/_ext/local_fonts.py says so).
+FONTSOURCE := 5.3.0
+$(CJKFONT): | prereqs
+	@if command -v npm >/dev/null; then \
+	  tmp=$$(mktemp -d) && (cd $$tmp && npm pack --silent @fontsource/noto-sans-sc@$(FONTSOURCE) >/dev/null && \
+	    tar xzf fontsource-noto-sans-sc-$(FONTSOURCE).tgz package/LICENSE package/files/$(notdir $(CJKFONT))) && \
+	  mkdir -p book/_static/fonts && cp $$tmp/package/files/$(notdir $(CJKFONT)) book/_static/fonts/ && \
+	  cp $$tmp/package/LICENSE book/_static/fonts/LICENSE-noto-sans-sc.txt && rm -rf $$tmp; \
+	else echo "note: npm not found, Chinese text will need a CJK font on the reader's machine"; fi
+
 export: prereqs $(STAMP)
 	$(BIN)/python tests/nbdev_export.py
 
-book: prereqs $(STAMP) $(MATHJAX)
+book: prereqs $(STAMP) $(MATHJAX) $(CJKFONT)
 	$(BIN)/jupyter-book build . --path-output book
 	@echo "open $(HTML)/index.html"
 
@@ -83,7 +98,7 @@ lint: prereqs $(STAMP)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/ruff check $(LINTED) src
 
-test: prereqs $(STAMP) $(MATHJAX) lint
+test: prereqs $(STAMP) $(MATHJAX) $(CJKFONT) lint
 	rm -rf $(HTML)
 	$(BIN)/jupyter-book build . --path-output book -W -n --keep-going
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests chapters --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile
@@ -98,4 +113,4 @@ bench: prereqs $(STAMP)
 
 # Start over: the next make builds .venv and the book from scratch.
 clean:
-	rm -rf book/_build book/_static/mathjax $(VENV)
+	rm -rf book/_build book/_static/mathjax book/_static/fonts $(VENV)
