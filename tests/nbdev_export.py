@@ -8,7 +8,8 @@ files, and a fresh checkout exports without a prior src/.
 
 A module's docstring is the string that opens its first exported cell; nbdev would put
 it below `__all__`, where it is no docstring, so it is moved to the top. `__all__` is
-wrapped to the line length of the rest of the code.
+wrapped to the line length of the rest of the code. A package's `__init__.py` (exported
+from a chapter like any module) lists the names it re-exports in its `__all__`.
 
 nbdev also writes a documentation index (`_modidx.py`) and an `llms.txt` for a docs
 site this book does not have; both are switched off."""
@@ -55,6 +56,18 @@ def wrap_all(text):
     return re.sub(r"__all__ = (\[.*?\])", wrap, text, count=1, flags=re.S)
 
 
+def reexports(text):
+    "`text` of an `__init__.py` whose `__all__` lists the names its imports re-export."
+    tree = ast.parse(text)
+    names = [
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
+    return re.sub(r"__all__ = \[\]", f"__all__ = {names}", text, count=1)
+
+
 class FreshModuleMaker(ModuleMaker):
     "A ModuleMaker that always writes its module from scratch, its docstring on top."
 
@@ -63,7 +76,10 @@ class FreshModuleMaker(ModuleMaker):
 
     def make(self, *args, **kwargs):
         super().make(*args, **kwargs)
-        self.fname.write_text(wrap_all(docstring_first(self.fname.read_text())))
+        text = docstring_first(self.fname.read_text())
+        if self.fname.name == "__init__.py":
+            text = reexports(text)
+        self.fname.write_text(wrap_all(text))
 
 
 if __name__ == "__main__":
