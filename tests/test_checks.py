@@ -13,6 +13,7 @@ from plainrl.checks import (
     check,
     check_actions,
     check_int,
+    check_logits,
     check_mask,
     check_real,
     check_states,
@@ -266,6 +267,18 @@ CASES = [
         "s is on",
     ),
     ("check_mask list", lambda: check_mask([[True]], (1, 1), "cpu"), TypeError, "mask"),
+    (
+        "check_logits nan",
+        lambda: check_logits(t(0.0, NAN)),
+        FloatingPointError,
+        "logits",
+    ),
+    (
+        "check_logits inf",
+        lambda: check_logits(t(INF, 0.0)),
+        FloatingPointError,
+        "logits",
+    ),
     (
         "check_mask float",
         lambda: check_mask(zeros(2, 3), (2, 3), "cpu"),
@@ -769,3 +782,17 @@ def test_check_passes_and_raises():
     check(torch.tensor(True), "never")
     with pytest.raises(ValueError, match="states out"):
         check(torch.tensor(False), "states out")
+
+
+def test_a_diverged_policy_stops_with_a_floating_point_error():
+    broken = TabularPolicy(3, 2, device="cpu")
+    with torch.no_grad():
+        broken.logits[1, 0] = INF
+    broken(t(0, 2))  # the rows that are finite still work
+    with pytest.raises(FloatingPointError, match="diverged"):
+        broken(t(1))
+    lm = TransformerPolicy(7, 6, d_model=8, n_head=2, n_layer=1, device="cpu")
+    with torch.no_grad():
+        lm.head.bias[0] = INF
+    with pytest.raises(FloatingPointError, match="diverged"):
+        lm(ids(1, 3))

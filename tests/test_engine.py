@@ -23,7 +23,7 @@ from plainrl.engine import (
 from plainrl.envs.tabular import optimal_value, slippery_chain
 from plainrl.losses import reinforce_loss, seq_sum
 from plainrl.objective import exact_objective
-from plainrl.policy import TabularPolicy
+from plainrl.policy import TabularPolicy, TransformerPolicy
 from plainrl.tasks import TASKS, TaskConfig
 from plainrl.trajectory import rollout
 
@@ -307,3 +307,12 @@ def test_the_aggregation_setting_reaches_the_update():
         stepped, _ = sgd_step(policy, traj, 1.0, Algorithm(aggregate=how))
         steps[how] = stepped.logits - policy.logits
     assert torch.allclose(steps["seq_sum"] / 4, steps["token_mean"], atol=1e-6)
+
+
+def test_a_huge_step_stops_where_the_logits_first_overflow():
+    task, algo, budget = defaults("tokens")
+    task = replace(task, num_envs=16)
+    algo = replace(algo, lr=1e30)  # finite, accepted, and far too large
+    policy = TransformerPolicy(13, 4, d_model=16, n_head=2, n_layer=1, device="cpu")
+    with pytest.raises(FloatingPointError, match="diverged at update 2: the policy's"):
+        train(task, policy, algo, budget, seed=0, device="cpu")

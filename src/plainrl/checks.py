@@ -4,8 +4,8 @@
 
 
 # %% auto #0
-__all__ = ['resolve_device', 'concrete_device', 'check', 'check_int', 'check_real',
-           'check_tensor', 'check_states', 'check_mask', 'check_actions']
+__all__ = ['resolve_device', 'concrete_device', 'check', 'check_logits', 'check_int',
+           'check_real', 'check_tensor', 'check_states', 'check_mask', 'check_actions']
 
 # %% ../../chapters/01_policy.ipynb #c7e2a9d4
 import math
@@ -43,8 +43,9 @@ def concrete_device(device):
     return torch.empty(0, device=resolve_device(device)).device
 
 # %% ../../chapters/01_policy.ipynb #d2d46ab9
-def check(ok, message):
-    "Raise `ValueError(message)` unless the bool tensor `ok` is all True (no GPU sync)."
+def check(ok, message, error=ValueError):
+    """Raise `error(message)` (a ValueError by default) unless the bool tensor `ok` is
+    all True; on an accelerator, an asynchronous assert (no host sync)."""
     if not isinstance(ok, torch.Tensor) or ok.dtype != torch.bool:
         got = getattr(ok, "dtype", type(ok).__name__)
         raise TypeError(f"ok must be a bool torch.Tensor, got {got}")
@@ -52,7 +53,7 @@ def check(ok, message):
     ok = ok.all() if ok.dim() else ok
     if ok.device.type == "cpu":
         if not bool(ok):
-            raise ValueError(message)
+            raise error(message)
     else:
         torch._assert_async(ok, message)
 
@@ -64,6 +65,14 @@ def _bounds(low, high, low_open=False, high_open=False):
     if low is None:
         return f"{'<' if high_open else '<='} {high}"
     return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+
+def check_logits(logits):
+    """Stop at logits that are NaN or infinite: the policy's parameters have diverged
+    (a FloatingPointError, as the engine's stop at a non-finite loss)."""
+    message = "the policy's logits are NaN or infinite: its parameters have diverged"
+    check(torch.isfinite(logits), message, FloatingPointError)
+    return logits
 
 
 def check_int(value, name, low=1, high=None):

@@ -216,7 +216,11 @@ class Trainer:
 
     def step(self):
         "One update: the stages, then the log. Only the log waits for the device."
-        traj = self.sample(self.env, self.policy)  # 1. sample N trajectories
+        try:
+            traj = self.sample(self.env, self.policy)  # 1. sample N trajectories
+        except FloatingPointError as error:  # the policy's logits are NaN or infinite
+            at = self.state.update + 1
+            raise FloatingPointError(f"training diverged at update {at}: {error}")
         weights = self.weigh(traj)  # 2. weigh every step
         loss, norm = update(  # 3.–4. per-token loss, aggregate, step
             self.model, self.optimizer, traj, weights, self.algo, self.loss

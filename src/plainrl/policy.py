@@ -16,7 +16,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 # %% ../../chapters/01_policy.ipynb #a1c4e7b2
-from .checks import check, check_int, check_real  # noqa: F811
+from .checks import check, check_int, check_logits, check_real  # noqa: F811
 from .checks import check_states, check_tensor, resolve_device  # noqa: F811
 
 # %% ../../chapters/01_policy.ipynb #f8ad3123
@@ -35,7 +35,8 @@ class TabularPolicy(nn.Module):
         check_states(states, "states", floating=False, device=self.logits.device)
         ok = (states >= 0) & (states < self.n_states)
         check(ok, f"states must lie in [0, {self.n_states})")
-        return Categorical(logits=self.logits[states], validate_args=False)
+        logits = check_logits(self.logits[states])
+        return Categorical(logits=logits, validate_args=False)
 
 # %% ../../chapters/01_policy.ipynb #363856e7
 class MLPPolicy(nn.Module):
@@ -65,7 +66,8 @@ class MLPPolicy(nn.Module):
             raise TypeError(
                 f"obs must have dtype {weight.dtype} (the policy's), got {obs.dtype}"
             )
-        return Categorical(logits=self.net(obs), validate_args=False)
+        logits = check_logits(self.net(obs))
+        return Categorical(logits=logits, validate_args=False)
 
 # %% ../../chapters/01_policy.ipynb #747d0c88
 class CausalSelfAttention(nn.Module):
@@ -209,8 +211,11 @@ class TransformerPolicy(nn.Module):
         if tokens.dim() == 0 or tokens.numel() == 0:
             want = "expected [batch..., L] with at least one token"
             raise ValueError(f"tokens has shape {list(tokens.shape)}; {want}")
-        last = self.logits(tokens.reshape(-1, tokens.shape[-1]))[:, -1] / t
-        check(torch.isfinite(last), f"temperature={t} is so small the logits overflow")
+        last = check_logits(self.logits(tokens.reshape(-1, tokens.shape[-1]))[:, -1])
+        check(
+            torch.isfinite(last / t), f"temperature={t} is so small the logits overflow"
+        )
+        last = last / t
         logits = last.view(*tokens.shape[:-1], self.n_actions)
         return Categorical(logits=logits, validate_args=False)
 
