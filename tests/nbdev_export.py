@@ -50,8 +50,10 @@ def wrap_all(text):
 
     def wrap(match):
         names = ast.literal_eval(match.group(1))
-        lines = textwrap.wrap(str(names), 88, subsequent_indent=" " * 11)
-        return "__all__ = " + "\n".join(lines)
+        lines = textwrap.wrap(
+            str(names), 88, initial_indent="__all__ = ", subsequent_indent=" " * 11
+        )
+        return "\n".join(lines)
 
     return re.sub(r"__all__ = (\[.*?\])", wrap, text, count=1, flags=re.S)
 

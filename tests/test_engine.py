@@ -316,3 +316,13 @@ def test_a_huge_step_stops_where_the_logits_first_overflow():
     policy = TransformerPolicy(13, 4, d_model=16, n_head=2, n_layer=1, device="cpu")
     with pytest.raises(FloatingPointError, match="diverged at update 2: the policy's"):
         train(task, policy, algo, budget, seed=0, device="cpu")
+
+
+def test_divergence_on_the_exact_objective_names_its_update():
+    task, algo, budget = defaults("tabular")
+
+    def nan_weights(traj):
+        return torch.full_like(traj.rewards, float("nan"))
+
+    with pytest.raises(FloatingPointError, match="diverged at update 1"):
+        train(task, None, algo, budget, seed=0, device="cpu", weigh=nan_weights)

@@ -4,8 +4,8 @@
 
 
 # %% auto #0
-__all__ = ['Algorithm', 'whole_return', 'take', 'minibatches', 'update', 'Budget', 'defaults',
-           'RunState', 'Trainer', 'train']
+__all__ = ['Algorithm', 'whole_return', 'take', 'minibatches', 'update', 'Budget',
+           'defaults', 'RunState', 'Trainer', 'train']
 
 # %% ../../chapters/06_reinforce.ipynb #8dd5a6a1
 import math
@@ -233,7 +233,13 @@ class Trainer:
         with torch.no_grad():
             measured = loss.new_zeros(())
             if self.spec.measure is not None:
-                measured = self.spec.measure(self.env, self.policy)
+                try:
+                    measured = self.spec.measure(self.env, self.policy)
+                except FloatingPointError as error:  # NaN or infinite logits
+                    at = self.state.update + 1
+                    raise FloatingPointError(
+                        f"training diverged at update {at}: {error}"
+                    ) from None
             finite = torch.stack([p.isfinite().all() for p in self.policy.parameters()])
             numbers = [traj.mask.sum(), loss, norm, finite.all(), measured]
             returns = episode_return(traj.rewards, mask=traj.mask)  # R(τ), eq. 3
