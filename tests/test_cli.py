@@ -88,7 +88,7 @@ def test_help_shows_every_flag_with_its_default(capsys):
     assert exit.value.code == 0
     for flag in ("--returns", "--baseline", "--aggregate", "--max-grad-norm"):
         assert flag in out
-    assert "(default: tabular 0.3, cartpole 0.02, tokens 0.001)" in out
+    assert "(default: tabular 0.3, cartpole 0.02, tokens 0.001, addition 0.001)" in out
     assert "exit status" in out and "torchrun --nproc_per_node" in out
 
 
@@ -122,7 +122,13 @@ def test_divergence_exits_3(tmp_path, capsys, monkeypatch):
         return torch.full(traj.rewards.shape, math.inf)
 
     monkeypatch.setattr(Weights, "__call__", infinite)
-    assert run_cli(tmp_path) == EXIT["diverged"]
+    cartpole = (
+        "--task",
+        "cartpole",
+        "--num-envs",
+        "8",
+    )  # no exact objective to measure
+    assert run_cli(tmp_path, *cartpole) == EXIT["diverged"]
     err = capsys.readouterr().err
     assert "diverged at update 1" in err and err.count("\n") == 1
     assert "no checkpoint was written" in err

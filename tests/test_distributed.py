@@ -1,58 +1,94 @@
-"""Chapter 8: one run over two processes with torchrun (gloo, CPU): each rank samples its own trajectories, the
-parameters stay identical on both ranks, training still reaches the target, and only rank 0 writes files."""
-import csv
+"""Chapter 9: runs over two processes with torchrun (gloo, CPU): each rank samples its
+own trajectories, the parameters stay identical, resume is exact on every rank (each
+rank's baseline and generators are saved), mismatched settings fail every rank."""
+
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+TORCHRUN += ["--nproc_per_node=2"]
 
-WORKER = '''
+WORKER = """
 import os, sys, torch
-from dataclasses import replace
-import plainrl.train
-from plainrl.reinforce import CONFIGS
+from plainrl.cli import config
+from plainrl.engine import Budget, Trainer
+from plainrl.runs import Checkpoints, Distributed
+from plainrl.trajectory import rollout
 
 torch.set_num_threads(1)
-out, first = sys.argv[1], []
-original = plainrl.train.rollout
+out, updates, resume = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "resume"
+seed = int(sys.argv[4]) if len(sys.argv) > 4 and os.environ["RANK"] == "1" else 0
+first = []
 def recording(env, policy):  # keep this rank's first batch of actions
-    traj = original(env, policy)
-    if not first: first.append(traj.actions.clone())
+    traj = rollout(env, policy)
+    if not first:
+        first.append(traj.actions.clone())
     return traj
-plainrl.train.rollout = recording
-run = plainrl.train.fit(replace(CONFIGS["tabular"], device="cpu", num_envs=32), out + "/run", checkpoint_every=10)
-torch.save({"params": [p.detach() for p in run.policy.parameters()], "first_actions": first[0],
-            "solved_at": run.solved_at, "rows": run.rows}, f"{out}/rank{os.environ['RANK']}.pt")
-'''
+cfg = config("cartpole", num_envs=8, device="cpu")
+budget = Budget(max_updates=updates, stop_when_solved=False)
+hooks = [Distributed(timeout_s=60), Checkpoints(out + "/run", every=2, resume=resume)]
+run = Trainer(cfg.task, None, cfg.algo, budget, seed=seed, device="cpu",
+              sample=recording, weigh=cfg.weights, hooks=hooks).fit()
+rank = os.environ["RANK"]
+torch.save({"params": [p.detach() for p in run.policy.parameters()],
+            "first": first[0], "rows": run.state.rows,
+            "baseline": run.weigh.state_dict()["value"]}, f"{out}/{updates}-{rank}.pt")
+"""
 
 
-def test_two_processes_stay_in_sync_and_learn(tmp_path):
+def launch(tmp_path, *args):
     (tmp_path / "worker.py").write_text(WORKER)
-    result = subprocess.run([*TORCHRUN, str(tmp_path / "worker.py"), str(tmp_path)], capture_output=True, text=True,
-                            timeout=120)
+    command = [*TORCHRUN, str(tmp_path / "worker.py"), str(tmp_path), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+
+def strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
+
+
+def test_two_ranks_stay_in_sync_and_resume_exactly(tmp_path):
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    result = launch(whole, "6", "new")
     assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    assert not torch.equal(rank0["first_actions"], rank1["first_actions"])  # each rank samples its own
-    assert all(torch.equal(a, b) for a, b in zip(rank0["params"], rank1["params"]))
-    assert rank0["solved_at"] is not None and rank0["solved_at"] == rank1["solved_at"]
-    rows, strip = rank0["rows"], lambda rows: [{k: v for k, v in r.items() if k != "wall_s"} for r in rows]
-    assert strip(rows) == strip(rank1["rows"])  # the same gathered metrics on both ranks (timings aside)
-    assert rows[-1]["env_steps"] == len(rows) * 2 * 32 * 4  # both ranks' steps count
-    files = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert files == ["checkpoint.pt", "learning_curve.png", "metrics.csv"]
+    r0, r1 = (torch.load(whole / f"6-{r}.pt") for r in (0, 1))
+    assert not torch.equal(r0["first"], r1["first"])  # each rank samples its own
+    assert all(torch.equal(a, b) for a, b in zip(r0["params"], r1["params"]))
+    assert strip(r0["rows"]) == strip(r1["rows"])  # the same gathered metrics
+    assert not torch.equal(r0["baseline"], r1["baseline"])  # each rank its own b
+    ckpt = torch.load(whole / "run" / "checkpoint.pt", weights_only=True)
+    assert len(ckpt["weigh"]) == len(ckpt["rng"]) == 2
+
+    halves = tmp_path / "halves"
+    halves.mkdir()
+    for updates, mode in (("3", "new"), ("6", "resume")):
+        result = launch(halves, updates, mode)
+        assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        a, b = torch.load(whole / f"6-{rank}.pt"), torch.load(halves / f"6-{rank}.pt")
+        assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
+        assert torch.equal(a["baseline"], b["baseline"])  # rank 1's own, restored
+        assert strip(a["rows"]) == strip(b["rows"])
+
+
+def test_ranks_with_other_settings_fail_with_a_message(tmp_path):
+    result = launch(tmp_path, "2", "new", "5")  # rank 1 with seed 5
+    assert result.returncode != 0
+    assert "were started with other settings than rank 0" in result.stderr
 
 
 def test_torchrun_command_line(tmp_path):
     run_dir = tmp_path / "run"
-    result = subprocess.run([*TORCHRUN, "-m", "plainrl", "train", "--env", "tabular", "--device", "cpu",
-                             "--num-envs", "32", "--run-dir", str(run_dir), "--no-progress"],
-                            capture_output=True, text=True, timeout=120)
+    args = ["-m", "plainrl", "train", "--task", "tabular", "--device", "cpu"]
+    args += ["--num-envs", "32", "--run-dir", str(run_dir), "--no-progress"]
+    result = subprocess.run(
+        [*TORCHRUN, *args], capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("solved at update") == 1  # rank 0 alone prints
-    with open(run_dir / "metrics.csv", newline="") as f: rows = list(csv.DictReader(f))
-    assert int(rows[-1]["env_steps"]) == len(rows) * 2 * 32 * 4
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=True)
-    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    state = ckpt["state"]
+    assert ckpt["settings"]["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert state["env_steps"] == state["update"] * 2 * 32 * 4

@@ -1,7 +1,8 @@
 """The set-up files agree.
 
 environment.yml (the conda route) pins what pyproject.toml pins, its dependencies and
-every extra (dev, hf, bench); LICENSE and CITATION.cff match pyproject.toml and the package.
+every extra (dev, hf, bench); LICENSE and CITATION.cff match pyproject.toml and the
+package.
 yaml comes with jupyter-book (the dev extra)."""
 
 import re

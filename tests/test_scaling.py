@@ -1,4 +1,4 @@
-"""Chapter 8: the fused CartPole, generation with the cache, checkpoints, the hooks
+"""Chapter 9: the fused CartPole, generation with the cache, checkpoints, the hooks
 around chapter 6's Trainer (resume, the run directory, signals, bf16, compile) and the
 clipped loss of part two."""
 
@@ -602,7 +602,7 @@ def test_nan_stops_and_keeps_the_last_checkpoint(tmp_path):
             w = super().__call__(traj)
             return w * math.nan if self.calls == 5 else w
 
-    run = trainer("tabular", tmp_path, updates=20)
+    run = trainer("cartpole", tmp_path, updates=20)
     run.weigh = Poisoned(*VARIANTS["rtg+baseline"])
     with pytest.raises(FloatingPointError, match="at update 5"):
         run.fit()

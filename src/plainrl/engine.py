@@ -151,7 +151,7 @@ class Trainer:
     `weigh(traj)` and `loss(log_probs, weights, batch)`; `algo` chooses the
     aggregation and the steps. `hooks` are objects with any of the methods
     begin(trainer) (before the set-up), ready(trainer) (after it), after_update(trainer,
-    row) and end(trainer) (always, last): chapter 8 adds checkpoints, processes, ..."""
+    row) and end(trainer) (always, last): chapter 9 adds checkpoints, processes, ..."""
 
     def __init__(self, task, policy=None, algo=None, budget=None, *, seed=0,
                  device="auto", sample=rollout, weigh=whole_return, loss=reinforce_loss,
@@ -166,7 +166,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.sample, self.weigh, self.loss = sample, weigh, loss
         self.hooks, self.progress = list(hooks), progress
-        self.rank, self.world_size = 0, 1  # one process; chapter 8 runs several
+        self.rank, self.world_size = 0, 1  # one process; chapter 9 runs several
         self.gather = lambda logged: logged[None]  # every process's numbers
         self.state = RunState()
 

@@ -4,11 +4,12 @@
 
 
 # %% auto #0
-__all__ = ['char_tokenizer', 'HFPolicy', 'task_actions', 'HFCache', 'generate', 'rollout_tokens',
-           'from_pretrained']
+__all__ = ['char_tokenizer', 'HFPolicy', 'task_actions', 'HFCache', 'generate',
+           'rollout_tokens', 'from_pretrained']
 
 # %% ../../chapters/10_hugging_face.ipynb #c3e8a9b0
 from contextlib import nullcontext
+from inspect import signature
 from os import PathLike
 
 import torch
@@ -19,8 +20,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers import PreTrainedTokenizerFast
 
-from .checks import check, check_int, check_mask, check_real, check_tensor
-from .checks import resolve_device
+from .checks import check, check_int, check_logits, check_mask, check_real
+from .checks import check_tensor, resolve_device
 from .envs.tokens import CHARS, TokenTask
 from .trajectory import Trajectory
 
@@ -124,6 +125,7 @@ class HFPolicy(nn.Module):
         table = torch.tensor(ids + [0 if pad is None else pad])
         self.register_buffer("token_ids", table, persistent=False)
         self.max_positions = getattr(model.config, "max_position_embeddings", None)
+        self.keeps_logits = "logits_to_keep" in signature(model.forward).parameters
         self.compute_dtype = compute_dtype
         self.train()
         self.to(resolve_device(device))
@@ -152,6 +154,10 @@ class HFPolicy(nn.Module):
         """Next-action logits at every position of left-padded `tokens` [B, L] ->
         float32 [B, L, n_actions]. With an `HFCache`: `tokens` follow the cached ones,
         and the logits are those of the full forward pass over the whole sequence."""
+        return self._logits(tokens, cache)
+
+    def _logits(self, tokens, cache=None, keep=0):
+        "`logits`, of the last `keep` positions only (0: all of them)."
         device = self.token_ids.device
         check_tensor(tokens, "tokens", "int", device=device)
         if tokens.dim() != 2 or tokens.numel() == 0:
@@ -181,12 +187,14 @@ class HFPolicy(nn.Module):
             position_ids=positions,
             use_cache=cache is not None,
         )
+        if keep and self.keeps_logits:  # the model computes only these logits
+            inputs["logits_to_keep"] = keep
         if cache is not None:
             inputs["cache"] = cache.kv
         dtype = self.compute_dtype
         autocast = torch.autocast(device.type, dtype) if dtype else nullcontext()
         with autocast:
-            logits = self.model(**inputs).logits.float()
+            logits = self.model(**inputs).logits[:, -keep:].float()
         if self.identity:
             return logits[..., : self.n_actions]
         return logits.index_select(-1, self.token_ids[:-1])  # eq. A1's tokens
@@ -198,7 +206,8 @@ class HFPolicy(nn.Module):
         if tokens.dim() == 0 or tokens.numel() == 0:
             want = "expected [batch..., L] with at least one token"
             raise ValueError(f"tokens has shape {list(tokens.shape)}; {want}")
-        last = self.logits(tokens.reshape(-1, tokens.shape[-1]))[:, -1] / t
+        last = self._logits(tokens.reshape(-1, tokens.shape[-1]), keep=1)[:, -1]
+        last = check_logits(last) / t  # non-finite: FloatingPointError (diverged)
         check(torch.isfinite(last), f"temperature={t} is so small the logits overflow")
         logits = last.view(*tokens.shape[:-1], self.n_actions)
         return Categorical(logits=logits, validate_args=False)
@@ -214,9 +223,9 @@ class HFPolicy(nn.Module):
         check_mask(mask, completions.shape, device)
         ok = ~mask | ((completions >= 0) & (completions < self.n_actions))
         check(ok, f"completions must lie in [0, {self.n_actions}) where mask is True")
-        P = prompts.shape[1]
         tokens = torch.cat([prompts, torch.where(mask, completions, self.pad_id)], 1)
-        logits = self.logits(tokens)[:, P - 1 : -1]
+        T = completions.shape[1]
+        logits = self._logits(tokens, keep=T + 1)[:, :-1]  # the positions before c_t
         actions = torch.where(mask, completions, 0)
         log_probs = Categorical(logits=logits, validate_args=False).log_prob(actions)
         return torch.where(mask, log_probs, 0.0)
@@ -326,7 +335,7 @@ def generate(policy, prompts, n_tokens, temperature=1.0, stop_id=None, greedy=Fa
     """Sample up to `n_tokens` actions after each left-padded prompt [B, P], each token
     read once through an `HFCache`: a_t ~ softmax(logits_t / temperature), or the
     argmax if `greedy`. Returns actions [B, T] (long), log π(a_t|s_t) at `temperature`
-    [B, T] and mask [B, T], as chapter 8's `generate`: with `stop_id` a row ends at its
+    [B, T] and mask [B, T], as chapter 9's `generate`: with `stop_id` a row ends at its
     first stop_id (later actions pad_id, log-probabilities 0, mask False)."""
     if not isinstance(policy, HFPolicy):
         raise TypeError(f"policy must be an HFPolicy, got {type(policy).__name__}")
@@ -340,11 +349,11 @@ def generate(policy, prompts, n_tokens, temperature=1.0, stop_id=None, greedy=Fa
         check_int(stop_id, "stop_id", low=0, high=policy.n_actions - 1)
     B = prompts.shape[0]
     cache = HFCache(policy, B)
-    logits = policy.logits(prompts, cache)[:, -1]
+    logits = policy._logits(prompts, cache, keep=1)[:, -1]
     running = torch.ones(B, dtype=torch.bool, device=device)
     tokens, log_probs, mask = [], [], []
     for t in range(n_tokens):
-        scaled = logits / tau
+        scaled = check_logits(logits) / tau
         check(
             torch.isfinite(scaled), f"temperature={tau} is so small the logits overflow"
         )

@@ -4,8 +4,8 @@
 
 
 # %% auto #0
-__all__ = ['TabularPolicy', 'MLPPolicy', 'CausalSelfAttention', 'Block', 'TransformerPolicy',
-           'KVCache']
+__all__ = ['TabularPolicy', 'MLPPolicy', 'CausalSelfAttention', 'Block',
+           'TransformerPolicy', 'KVCache']
 
 # %% ../../chapters/01_policy.ipynb #03d541c7
 from contextlib import nullcontext

@@ -96,7 +96,7 @@ class CartPole:
 
     @classmethod
     def fell(cls, x, theta):
-        """Whether |x| > 2.4 or |theta| > 12°, elementwise, as one comparison (chapter 8
+        """Whether |x| > 2.4 or |theta| > 12°, elementwise, as one comparison (chapter 9
         compiles it): whether the larger of the two excesses is positive."""
         x_excess = x.abs() - cls.x_threshold
         return torch.maximum(x_excess, theta.abs() - cls.theta_threshold_radians) > 0
