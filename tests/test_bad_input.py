@@ -1191,6 +1191,14 @@ def _param(case):
                         marks=marks)  # fmt: skip
 
 
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    "cli.main sets torch's thread count: put it back for the other tests."
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("call, error, message", [_param(c) for c in CASES])
 def test_bad_input(call, error, message, tmp_path, capsys):
     with pytest.raises(error, match=message):
