@@ -36,10 +36,12 @@ def test_quick_bench_writes_the_page(tmp_path):
         assert heading in page
     assert "`python benchmarks/bench.py`" in page
     section1 = page.split("## 1.")[1].split("## 2.")[0]
-    rows = [line.split(" | ") for line in section1.splitlines() if line[2:3].isdigit()]
+    rates, ratios = section1.split("Ratios to Gymnasium:")
     multi = os.cpu_count() > 1  # then the compiled step runs on 1 thread and all cores
-    assert [r[0] for r in rows] == ["| 1", "| 64"]
-    assert all(len(r) == (9 if multi else 7) for r in rows)
+    for table, columns in ((rates, 6 if multi else 5), (ratios, 4 if multi else 3)):
+        rows = [line.split(" | ") for line in table.splitlines() if line[2:3].isdigit()]
+        assert [r[0] for r in rows] == ["| 1", "| 64"]
+        assert all(len(r) == columns for r in rows)
     assert (f"compiled, {os.cpu_count()} threads / Gymnasium" in section1) == multi
     if not torch.cuda.is_available():
         assert "Not measured yet: no GPU was available" in page
