@@ -444,7 +444,7 @@ def test_rollout_tokens_reads_nothing_back_from_the_device():
     assert set(allowed) <= {("plainrl.checks", "check")}
     stop = TokenTask(16, answer_len=3, device="cpu", stop=True)
     why = "trims to the longest answer, once per rollout, as rollout does"
-    with no_host_reads({**ALLOWED, ("plainrl.generate", "rollout_tokens"): why}):
+    with no_host_reads({**ALLOWED, ("plainrl.generate", "replay"): why}):
         rollout_tokens(stop, policy)
 
 

@@ -23,7 +23,8 @@ from transformers import PreTrainedTokenizerFast
 from .checks import check, check_int, check_logits, check_mask, check_real
 from .checks import check_tensor, resolve_device
 from .envs.tokens import CHARS, TokenTask
-from .trajectory import Trajectory
+from .generate import replay
+from .policy import TransformerPolicy
 
 # %% ../../chapters/10_hugging_face.ipynb #a7c2e3f4
 def char_tokenizer(chars, eos="<eos>", pad="<pad>"):
@@ -53,9 +54,6 @@ def char_tokenizer(chars, eos="<eos>", pad="<pad>"):
     return fast
 
 # %% ../../chapters/10_hugging_face.ipynb #e1a6c7d8
-_COMPUTE_DTYPES = (None, torch.bfloat16)
-
-
 def _token_id(tokenizer, action, i):
     "The one token id of `action` (a str or an int id), the i-th of `actions`."
     if isinstance(action, int) and not isinstance(action, bool):
@@ -130,19 +128,8 @@ class HFPolicy(nn.Module):
         self.train()
         self.to(resolve_device(device))
 
-    @property
-    def compute_dtype(self):
-        "The dtype the forward pass computes in: None (float32) or torch.bfloat16."
-        return self._compute_dtype
-
-    @compute_dtype.setter
-    def compute_dtype(self, dtype):
-        want = "None or torch.bfloat16"
-        if dtype is not None and not isinstance(dtype, torch.dtype):
-            raise TypeError(f"compute_dtype must be {want}, got {type(dtype).__name__}")
-        if dtype not in _COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype must be {want}, got {dtype}")
-        self._compute_dtype = dtype
+    # None (float32) or torch.bfloat16, validated as chapter 1's policy validates it
+    compute_dtype = TransformerPolicy.compute_dtype
 
     def train(self, mode=True):
         "Set the training flag; the model itself stays in eval mode (no dropout)."
@@ -392,28 +379,7 @@ def rollout_tokens(env, policy):
     stop_id = env.eos_id if stop else None
     actions, log_probs, mask = generate(policy, obs, env.max_steps, stop_id=stop_id)
     actions = torch.where(mask, actions, env.eos_id if stop else 0)  # once done: any
-    states, rewards, terminated, truncated = [], [], [], []
-    for action in actions.unbind(1):  # replay the answers for the states and rewards
-        states.append(obs)
-        obs, reward, ended, cut = env.step(action)
-        rewards.append(reward.float())
-        terminated.append(ended)
-        truncated.append(cut & ~ended)
-    T = actions.shape[1]
-    if stop:  # trimmed to the longest answer, as rollout does (one host sync)
-        T = int(mask.sum(1).max())
-    parts = (states, rewards, terminated, truncated)
-    obs, rewards, terminated, truncated = (torch.stack(x, 1)[:, :T] for x in parts)
-    return Trajectory(
-        obs=obs,
-        actions=actions[:, :T],
-        log_probs=log_probs[:, :T],
-        rewards=torch.where(mask[:, :T], rewards, 0.0),
-        terminated=terminated & mask[:, :T],
-        truncated=truncated & mask[:, :T],
-        mask=mask[:, :T],
-        group_size=env.group_size,
-    )
+    return replay(env, obs, actions, log_probs, mask)
 
 # %% ../../chapters/10_hugging_face.ipynb #e5a0c1d3
 def from_pretrained(
