@@ -85,7 +85,7 @@ from plainrl.envs.fused import (
 )
 from plainrl.envs.tabular import slippery_chain
 from plainrl.envs.tokens import TokenTask
-from plainrl.generate import cached_rollout, generate, rollout_tokens
+from plainrl.generate import cached_rollout, generate, replay, rollout_tokens
 from plainrl.losses import reinforce_loss, seq_mean, seq_sum, token_mean
 from plainrl.objective import exact_objective, tabular_batch_gradients
 from plainrl.plots import plot_learning_curves
@@ -669,6 +669,10 @@ CASES = [
     ("generate", "generate", "stop_id float",
      lambda tmp: generate(LM, torch.zeros(2, 2, dtype=torch.long), 2, stop_id=11.0),
      TypeError, "stop_id", None),
+    ("generate", "replay", "actions out of the task's range",
+     lambda tmp: replay(TOKENS, TOKENS.reset(), torch.full((4, 2), 99),
+                        torch.zeros(4, 2), torch.ones(4, 2, dtype=torch.bool)),
+     ValueError, "action", None),
     ("generate", "rollout_tokens", "task a CartPole",
      lambda tmp: rollout_tokens(CartPole(2, device="cpu"), LM), TypeError, "task",
      None),
