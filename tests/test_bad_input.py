@@ -85,7 +85,13 @@ from plainrl.envs.fused import (
 )
 from plainrl.envs.tabular import slippery_chain
 from plainrl.envs.tokens import TokenTask
-from plainrl.generate import cached_rollout, generate, replay, rollout_tokens
+from plainrl.generate import (
+    cached_rollout,
+    check_sampler,
+    generate,
+    replay,
+    rollout_tokens,
+)
 from plainrl.losses import reinforce_loss, seq_mean, seq_sum, token_mean
 from plainrl.objective import exact_objective, tabular_batch_gradients
 from plainrl.plots import plot_learning_curves
@@ -640,8 +646,7 @@ CASES = [
      ValueError, "prompts", None),
     ("generate", "generate", "prompts empty",
      lambda tmp: generate(LM, torch.zeros(0, 2, dtype=torch.long), 2), ValueError,
-     "prompts", WRONG + "ValueError: batch_size must be an int >= 1, got 0 (from "
-     "KVCache; does not name prompts)"),
+     "prompts", None),
     ("generate", "generate", "prompts id 13 (vocab 13)",
      lambda tmp: generate(LM, torch.full((2, 2), 13), 2), ValueError, "prompts|tokens",
      None),
@@ -669,6 +674,13 @@ CASES = [
     ("generate", "generate", "stop_id float",
      lambda tmp: generate(LM, torch.zeros(2, 2, dtype=torch.long), 2, stop_id=11.0),
      TypeError, "stop_id", None),
+    ("generate", "generate", "greedy 1",
+     lambda tmp: generate(LM, torch.zeros(2, 2, dtype=torch.long), 2, greedy=1),
+     TypeError, "greedy", None),
+    ("generate", "check_sampler", "policy an MLP",
+     lambda tmp: check_sampler(MLP), TypeError, "policy", None),
+    ("generate", "check_sampler", "policy a module",
+     lambda tmp: check_sampler(torch.nn.Linear(2, 2)), TypeError, "policy", None),
     ("generate", "replay", "actions out of the task's range",
      lambda tmp: replay(TOKENS, TOKENS.reset(), torch.full((4, 2), 99),
                         torch.zeros(4, 2), torch.ones(4, 2, dtype=torch.bool)),

@@ -4,11 +4,13 @@ trains every task, its stages and hooks can be swapped, and bad settings fail ea
 import copy
 import math
 from dataclasses import replace
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import plainrl.verifier
 from plainrl.engine import (
     Algorithm,
     Budget,
@@ -21,6 +23,7 @@ from plainrl.engine import (
     whole_return,
 )
 from plainrl.envs.tabular import optimal_value, slippery_chain
+from plainrl.lm import pretrain
 from plainrl.losses import reinforce_loss, seq_sum
 from plainrl.objective import exact_objective
 from plainrl.policy import TabularPolicy, TransformerPolicy
@@ -185,7 +188,10 @@ def test_budget_stops_training():
 
 
 @pytest.mark.parametrize("name", list(TASKS))
-def test_every_task_trains_through_the_one_loop(name):
+def test_every_task_trains_through_the_one_loop(name, monkeypatch):
+    # the addition task's default policy is chapter 8's base model: a small one here
+    small = partial(pretrain, steps=3, batch_size=8, d_model=16, n_layer=1)
+    monkeypatch.setattr(plainrl.verifier, "pretrain", small)
     task, algo, budget = defaults(name)
     task = replace(task, num_envs=8)
     budget = replace(budget, max_updates=2)

@@ -611,7 +611,7 @@ def test_rollout_tokens_stop_masks_the_steps_after_eos():
     assert torch.equal(traj.terminated.any(1), eos.any(1))
     assert (traj.rewards.sum(1)[traj.truncated.any(1)] == 0).all()
     answers = torch.where(traj.mask, traj.actions, task.eos_id)
-    expected = task.verify(task.targets, answers)  # truncated rows: no EOS, 0
+    expected = task.score(answers)  # truncated rows: no EOS, 0
     assert torch.equal(traj.rewards.sum(1), expected) and expected.sum() > 0
 
 

@@ -14,6 +14,7 @@ from transformers.utils import logging
 from plainrl import hf
 from plainrl.engine import Algorithm, Budget, train
 from plainrl.envs.tokens import CHARS, EOS, PAD, TokenTask
+from plainrl.generate import generate, rollout_tokens
 from plainrl.tasks import TaskConfig
 from plainrl.trajectory import rollout
 
@@ -161,7 +162,7 @@ def test_the_cache_reads_each_token_once_and_gives_the_full_forward(policy):
 
 def test_greedy_sampling_equals_transformers_generate(policy):
     prompts = policy.encode(TEXTS + ["5=", "31="])  # answers that end at EOS too
-    ours, log_probs, mask = hf.generate(policy, prompts, 8, stop_id=EOS, greedy=True)
+    ours, log_probs, mask = generate(policy, prompts, 8, stop_id=EOS, greedy=True)
     theirs = policy.model.generate(
         input_ids=policy.token_ids[prompts],
         attention_mask=(prompts != policy.pad_id).long(),
@@ -184,11 +185,11 @@ def test_seeded_sampling_is_reproducible_and_is_rollouts(policy):
     draws = []
     for seed in (0, 0, 1):
         torch.manual_seed(seed)
-        draws.append(hf.generate(policy, prompts, 6, stop_id=EOS))
+        draws.append(generate(policy, prompts, 6, stop_id=EOS))
     assert all(torch.equal(a, b) for a, b in zip(draws[0], draws[1]))
     assert not torch.equal(draws[0][0], draws[2][0])
     trajs = []
-    for sample in (hf.rollout_tokens, rollout):  # ours, chapter 3's
+    for sample in (rollout_tokens, rollout):  # ours, chapter 3's
         task = TokenTask(
             16, answer_len=4, device="cpu", seed=3, group_size=4, stop=True
         )
@@ -224,7 +225,7 @@ def test_diverged_parameters_stop_sampling_with_a_floating_point_error(policy):
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
         policy(prompts)
     with pytest.raises(FloatingPointError, match="NaN or infinite"):
-        hf.generate(policy, prompts, 2)
+        generate(policy, prompts, 2)
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))
@@ -237,7 +238,7 @@ def test_a_few_engine_updates_raise_the_verifier_reward(arch):
         Algorithm(lr=1e-2),
         Budget(max_updates=20, stop_when_solved=False),
         device="cpu",
-        sample=hf.rollout_tokens,
+        sample=rollout_tokens,
     )
     success = [row["success"] for row in run.state.rows]
     assert success[0] < 0.15 and success[-1] > success[0] + 0.3, success
@@ -347,25 +348,25 @@ def _bad_calls():
         ),
         "texts": (lambda: policy.encode("7="), TypeError, "texts"),
         "texts-action": (lambda: small.encode(["7="]), ValueError, "texts"),
-        "n_tokens": (lambda: hf.generate(policy, prompts, 0), ValueError, "n_tokens"),
+        "n_tokens": (lambda: generate(policy, prompts, 0), ValueError, "n_tokens"),
         "stop_id": (
-            lambda: hf.generate(policy, prompts, 2, stop_id=12),
+            lambda: generate(policy, prompts, 2, stop_id=12),
             ValueError,
             "stop_id",
         ),
         "greedy": (
-            lambda: hf.generate(policy, prompts, 2, greedy=1),
+            lambda: generate(policy, prompts, 2, greedy=1),
             TypeError,
             "greedy",
         ),
         "generate-policy": (
-            lambda: hf.generate(model, prompts, 2),
+            lambda: generate(model, prompts, 2),
             TypeError,
             "policy",
         ),
-        "prompts": (lambda: hf.generate(policy, prompts[0], 2), ValueError, "prompts"),
-        "env": (lambda: hf.rollout_tokens(object(), policy), TypeError, "env"),
-        "env-ids": (lambda: hf.rollout_tokens(wrong, small), ValueError, "n_actions"),
+        "prompts": (lambda: generate(policy, prompts[0], 2), ValueError, "prompts"),
+        "env": (lambda: rollout_tokens(object(), policy), TypeError, "task"),
+        "env-ids": (lambda: rollout_tokens(wrong, small), ValueError, "n_actions"),
         "task-env": (lambda: hf.task_actions(object(), TOKENIZER), TypeError, "env"),
         "task-tokenizer": (
             lambda: hf.task_actions(TokenTask, None),
@@ -425,6 +426,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from plainrl import hf
 from plainrl.engine import Algorithm, Budget, train
 from plainrl.envs.tokens import CHARS, EOS, PAD
+from plainrl.generate import rollout_tokens
 from plainrl.runs import Distributed
 from plainrl.tasks import TaskConfig
 
@@ -434,7 +436,7 @@ first = []
 
 
 def sample(env, policy):  # keep this rank's first batch of answers
-    traj = hf.rollout_tokens(env, policy)
+    traj = rollout_tokens(env, policy)
     if not first:
         first.append(traj.actions.clone())
     return traj

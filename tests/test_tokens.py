@@ -73,7 +73,8 @@ def test_verify_with_stop_reads_the_answer_up_to_eos(target, answer, reward):
     if EOS in answer:  # stop=False: EOS is a format error
         assert verify(torch.tensor([target]), answers).tolist() == [0]
     task = TokenTask(1, answer_len=len(answer), device="cpu", stop=True)
-    assert task.verify(torch.tensor([target]), answers).tolist() == [reward]
+    task.targets = torch.tensor([target])
+    assert task.score(answers).tolist() == [reward]
 
 
 TARGET = torch.tensor([3])

@@ -1,4 +1,4 @@
-"""Chapter 8: pretraining, cached sampling, the sample stage, pass@k, the RL task."""
+"""Chapter 8: pretraining, sampling the addition task, pass@k, the RL task."""
 
 from itertools import combinations
 
@@ -16,7 +16,9 @@ from plainrl.envs.addition import (
     encode_prompts,
     verify,
 )
-from plainrl.lm import WholeAnswers, pretrain, sample_answers
+from plainrl.envs.tokens import TokenTask
+from plainrl.generate import generate, rollout_tokens
+from plainrl.lm import WholeAnswers, pretrain
 from plainrl.policy import TransformerPolicy
 from plainrl.tasks import TASKS, TaskConfig
 from plainrl.trajectory import Trajectory
@@ -26,7 +28,6 @@ from plainrl.verifier import (
     evaluate,
     gradient_estimate,
     pass_at_k,
-    rollout_answers,
     train_on_addition,
 )
 
@@ -74,7 +75,11 @@ def test_pretraining_is_reproducible_and_learns():
     assert torch.equal(state, torch.random.get_rng_state())  # global state kept
 
 
-def test_sample_answers_stops_at_eos(tiny_base):
+def sample_answers(policy, prompts, greedy=False):
+    return generate(policy, prompts, ANSWER_LEN, stop_id=EOS, greedy=greedy)
+
+
+def test_generate_stops_at_eos(tiny_base):
     prompts = encode_prompts(torch.arange(64) % 1000, torch.arange(64) * 7 % 1000)
     torch.manual_seed(0)
     tokens, log_probs, mask = sample_answers(tiny_base, prompts)
@@ -88,17 +93,25 @@ def test_sample_answers_stops_at_eos(tiny_base):
     torch.manual_seed(0)
     again = sample_answers(tiny_base, prompts)
     assert all(torch.equal(x, y) for x, y in zip(again, (tokens, log_probs, mask)))
-    greedy = sample_answers(tiny_base, prompts, greedy=True)[0]
+    greedy, greedy_log_probs, _ = sample_answers(tiny_base, prompts, greedy=True)
+    state = torch.random.get_rng_state()
     assert torch.equal(greedy, sample_answers(tiny_base, prompts, greedy=True)[0])
+    assert torch.equal(state, torch.random.get_rng_state())  # greedy draws nothing
+    with torch.no_grad():
+        first = tiny_base.logits(prompts)[:, -1]
+    assert torch.equal(greedy[:, 0], first.argmax(-1))  # the most likely token
+    assert torch.allclose(greedy_log_probs[:, 0], first.log_softmax(-1).max(-1).values)
 
 
 def test_cached_log_probs_equal_the_full_forward_pass(tiny_base):
     env = AdditionTask(24, device="cpu", seed=3, group_size=4)
     torch.manual_seed(1)
-    traj = rollout_answers(env, tiny_base)
+    traj = rollout_tokens(env, tiny_base)
     with torch.no_grad():
         per_step = tiny_base(traj.obs).log_prob(traj.actions)
-        one_pass = WholeAnswers(tiny_base)(traj.obs).log_prob(traj.actions)
+        one_pass = WholeAnswers(tiny_base, env.prompt_len)(traj.obs).log_prob(
+            traj.actions
+        )
     m = traj.mask
     assert torch.allclose(per_step[m], one_pass[m], atol=1e-5)
     assert torch.allclose(traj.log_probs[m], one_pass[m], atol=1e-4)
@@ -107,7 +120,7 @@ def test_cached_log_probs_equal_the_full_forward_pass(tiny_base):
 def test_rollout_answers_is_a_trajectory_with_groups_and_rewards(tiny_base):
     env = AdditionTask(32, device="cpu", seed=0, group_size=8)
     torch.manual_seed(0)
-    traj = rollout_answers(env, tiny_base)
+    traj = rollout_tokens(env, tiny_base)
     assert isinstance(traj, Trajectory) and traj.group_size == 8
     assert traj.actions.shape[0] == 32 and traj.actions.shape[1] <= ANSWER_LEN
     assert (env.a.view(4, 8) == env.a.view(4, 8)[:, :1]).all()
@@ -126,7 +139,7 @@ def test_rollout_answers_is_a_trajectory_with_groups_and_rewards(tiny_base):
         policy.head.bias.fill_(-1e4)
         policy.head.bias[EOS] = 0
     env = AdditionTask(8, device="cpu", seed=0)
-    traj = rollout_answers(env, policy)  # EOS at once: empty answers score 0
+    traj = rollout_tokens(env, policy)  # EOS at once: empty answers score 0
     assert traj.actions.shape == (8, 1) and not traj.rewards.any()
     assert traj.terminated.all()
 
@@ -134,11 +147,11 @@ def test_rollout_answers_is_a_trajectory_with_groups_and_rewards(tiny_base):
 def test_gradient_estimate_is_minus_the_loss_gradient(tiny_base):
     env = AdditionTask(16, device="cpu", seed=0, group_size=4)
     torch.manual_seed(0)
-    traj = rollout_answers(env, tiny_base)
+    traj = rollout_tokens(env, tiny_base)
     w = torch.where(traj.mask, torch.ones_like(traj.log_probs), 0)
     g = gradient_estimate(tiny_base, traj, w)
     assert g.shape == (sum(p.numel() for p in tiny_base.parameters()),)
-    log_probs = WholeAnswers(tiny_base)(traj.obs).log_prob(traj.actions)
+    log_probs = WholeAnswers(tiny_base, env.prompt_len)(traj.obs).log_prob(traj.actions)
     total = torch.where(traj.mask, log_probs, 0).sum(1).mean()
     grads = torch.autograd.grad(total, list(tiny_base.parameters()))
     assert torch.allclose(g, torch.cat([x.flatten() for x in grads]), atol=1e-6)
@@ -184,16 +197,14 @@ def test_the_task_is_registered_and_trains(tiny_base):
 
 def test_bad_input_names_the_argument(tiny_base):
     prompts = encode_prompts(torch.tensor([1]), torch.tensor([2]))
+    with pytest.raises(TypeError, match="greedy must be a bool"):
+        generate(tiny_base, prompts, ANSWER_LEN, greedy=1)
     with pytest.raises(TypeError, match="policy must be a TransformerPolicy"):
-        sample_answers(object(), prompts)
-    with pytest.raises(ValueError, match="temperature must be"):
-        sample_answers(tiny_base, prompts, temperature=0)
-    with pytest.raises(TypeError, match="prompts must"):
-        sample_answers(tiny_base, prompts.float())
-    with pytest.raises(TypeError, match="policy must be a TransformerPolicy"):
-        WholeAnswers(torch.nn.Linear(2, 2))
-    with pytest.raises(TypeError, match="env must be an AdditionTask"):
-        rollout_answers(object(), tiny_base)
+        WholeAnswers(torch.nn.Linear(2, 2), 8)
+    with pytest.raises(TypeError, match="prompt_len must be"):
+        WholeAnswers(tiny_base, 8.0)
+    with pytest.raises(ValueError, match="obs has shape"):
+        WholeAnswers(tiny_base, 8)(torch.zeros(2, 3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="variant must be one of"):
         train_on_addition(tiny_base, "PPO")
     with pytest.raises(TypeError, match="every must be"):
@@ -202,3 +213,19 @@ def test_bad_input_names_the_argument(tiny_base):
         pretrain(steps=0)
     with pytest.raises(ValueError, match="lr must be"):
         pretrain(lr=-1.0)
+
+
+def test_one_forward_pass_serves_any_token_task():
+    "WholeAnswers needs only the prompt's length: chapter 3's TokenTask too."
+    task = TokenTask(32, answer_len=4, device="cpu", seed=0, group_size=4, stop=True)
+    torch.manual_seed(0)
+    policy = TransformerPolicy(task.vocab_size, task.prompt_len + 4, device="cpu")
+    traj = rollout_tokens(task, policy)
+    with torch.no_grad():
+        per_step = policy(traj.obs).log_prob(traj.actions)
+        whole = WholeAnswers(policy, task.prompt_len)(traj.obs)
+    m = traj.mask
+    assert torch.allclose(per_step[m], whole.log_prob(traj.actions)[m], atol=1e-5)
+    with torch.no_grad():
+        wrong = WholeAnswers(policy, task.prompt_len - 1)(traj.obs)  # no target
+    assert not torch.allclose(per_step[m], wrong.log_prob(traj.actions)[m], atol=1e-3)

@@ -4,8 +4,7 @@
 
 
 # %% auto #0
-__all__ = ['char_tokenizer', 'HFPolicy', 'task_actions', 'HFCache', 'generate',
-           'rollout_tokens', 'from_pretrained']
+__all__ = ['char_tokenizer', 'HFPolicy', 'task_actions', 'HFCache', 'from_pretrained']
 
 # %% ../../chapters/10_hugging_face.ipynb #c3e8a9b0
 from contextlib import nullcontext
@@ -23,7 +22,6 @@ from transformers import PreTrainedTokenizerFast
 from .checks import check, check_int, check_logits, check_mask, check_real
 from .checks import check_tensor, resolve_device
 from .envs.tokens import CHARS, TokenTask
-from .generate import replay
 from .policy import TransformerPolicy
 
 # %% ../../chapters/10_hugging_face.ipynb #a7c2e3f4
@@ -186,6 +184,14 @@ class HFPolicy(nn.Module):
             return logits[..., : self.n_actions]
         return logits.index_select(-1, self.token_ids[:-1])  # eq. A1's tokens
 
+    def new_cache(self, batch_size, max_len=None):
+        "An empty `HFCache` for sampling `batch_size` rows (it grows as it reads)."
+        return HFCache(self, batch_size)
+
+    def next_logits(self, tokens, cache):
+        "The logits [B, n_actions] of the action after `tokens` [B, L] (in cache)."
+        return self._logits(tokens, cache, keep=1)[:, -1]  # only the last position
+
     def forward(self, tokens, temperature=1.0):
         "The next-action distributions π_θ(·|s) for left-padded prefixes [batch..., L]."
         t = check_real(temperature, "temperature", low=0, low_open=True)
@@ -315,71 +321,6 @@ class HFCache:
         self.real = torch.cat([self.real, real], 1)
         self.pos = self.pos + real.sum(1)
         return self.real
-
-# %% ../../chapters/10_hugging_face.ipynb #b6d1f2a3
-@torch.no_grad()
-def generate(policy, prompts, n_tokens, temperature=1.0, stop_id=None, greedy=False):
-    """Sample up to `n_tokens` actions after each left-padded prompt [B, P], each token
-    read once through an `HFCache`: a_t ~ softmax(logits_t / temperature), or the
-    argmax if `greedy`. Returns actions [B, T] (long), log π(a_t|s_t) at `temperature`
-    [B, T] and mask [B, T], as chapter 9's `generate`: with `stop_id` a row ends at its
-    first stop_id (later actions pad_id, log-probabilities 0, mask False)."""
-    if not isinstance(policy, HFPolicy):
-        raise TypeError(f"policy must be an HFPolicy, got {type(policy).__name__}")
-    n_tokens = check_int(n_tokens, "n_tokens")
-    tau = check_real(temperature, "temperature", low=0, low_open=True)
-    if not isinstance(greedy, bool):
-        raise TypeError(f"greedy must be a bool, got {type(greedy).__name__}")
-    device = policy.token_ids.device
-    check_tensor(prompts, "prompts", "int", (None, None), device)
-    if stop_id is not None:
-        check_int(stop_id, "stop_id", low=0, high=policy.n_actions - 1)
-    B = prompts.shape[0]
-    cache = HFCache(policy, B)
-    logits = policy._logits(prompts, cache, keep=1)[:, -1]
-    running = torch.ones(B, dtype=torch.bool, device=device)
-    tokens, log_probs, mask = [], [], []
-    for t in range(n_tokens):
-        scaled = check_logits(logits) / tau
-        check(
-            torch.isfinite(scaled), f"temperature={tau} is so small the logits overflow"
-        )
-        dist = Categorical(logits=scaled, validate_args=False)
-        token = scaled.argmax(-1) if greedy else dist.sample()  # every row draws
-        tokens.append(torch.where(running, token, policy.pad_id))
-        log_probs.append(torch.where(running, dist.log_prob(token), 0.0))
-        mask.append(running)
-        if stop_id is not None:
-            running = running & (token != stop_id)
-            if (t + 1) % 32 == 0 and not running.any():  # a host sync, every 32 steps
-                break
-        if t + 1 < n_tokens:
-            logits = policy.logits(tokens[-1][:, None], cache)[:, -1]
-    return torch.stack(tokens, 1), torch.stack(log_probs, 1), torch.stack(mask, 1)
-
-# %% ../../chapters/10_hugging_face.ipynb #f0b5d6e7
-def rollout_tokens(env, policy):
-    """The engine's sample stage for a token task `env` (a TokenTask, or an env with
-    its interface) and an `HFPolicy`: chapter 3's `rollout`, the answers sampled by
-    `generate` (the same tokens for the same random state; log-probabilities equal up
-    to rounding). The policy's action ids must be the task's."""
-    for name in ("reset", "step", "max_steps", "pad_id", "n_actions", "group_size"):
-        if not hasattr(env, name):
-            raise TypeError(f"env must be a token task; it lacks .{name}")
-    if not isinstance(policy, HFPolicy):
-        raise TypeError(f"policy must be an HFPolicy, got {type(policy).__name__}")
-    for name in ("n_actions", "pad_id"):
-        if getattr(env, name) != getattr(policy, name):
-            raise ValueError(
-                f"env has {name}={getattr(env, name)} and the policy "
-                f"{getattr(policy, name)}; expected the same action ids"
-            )
-    stop = getattr(env, "stop", False)
-    obs = env.reset()
-    stop_id = env.eos_id if stop else None
-    actions, log_probs, mask = generate(policy, obs, env.max_steps, stop_id=stop_id)
-    actions = torch.where(mask, actions, env.eos_id if stop else 0)  # once done: any
-    return replay(env, obs, actions, log_probs, mask)
 
 # %% ../../chapters/10_hugging_face.ipynb #e5a0c1d3
 def from_pretrained(

@@ -204,6 +204,14 @@ class TransformerPolicy(nn.Module):
                 x = block(x, attn_mask[:, None], cache, layer)
             return self.head(self.ln_f(x)).float()
 
+    def new_cache(self, batch_size, max_len):
+        "An empty `KVCache` for sampling `batch_size` rows of up to `max_len` tokens."
+        return KVCache(self, batch_size, max_len)
+
+    def next_logits(self, tokens, cache):
+        "The logits [B, n_actions] of the token after `tokens` [B, L], read into cache."
+        return self.logits(tokens, cache)[:, -1]
+
     def forward(self, tokens, temperature=1.0):
         "The next-token distributions π_θ(·|s) for left-padded prefixes [batch..., L]."
         t = check_real(temperature, "temperature", low=0, low_open=True)

@@ -13,8 +13,9 @@ __all__ = ['CHARS', 'PLUS', 'EQUALS', 'EOS', 'PAD', 'VOCAB_SIZE', 'DIGITS',
 # %% ../../../chapters/08_verifier.ipynb #2f48103c
 import torch
 
-from ..checks import check, check_actions, check_int, check_real, check_tensor
+from ..checks import check, check_int, check_real, check_tensor
 from ..checks import concrete_device
+from .tokens import TokenTask
 
 # %% ../../../chapters/08_verifier.ipynb #0751273b
 CHARS = "0123456789+=."  # the printable tokens: digits, '+', '=' and EOS (printed '.')
@@ -183,65 +184,31 @@ class Prompts:
         return self.a[i], self.b[i]
 
 # %% ../../../chapters/08_verifier.ipynb #920f8f58
-class AdditionTask:
+class AdditionTask(TokenTask):
     """Write the sum for the prompt 'a+b=', then EOS: the verifier pays 1 for the right
-    digits, 0 otherwise. `num_envs` copies in groups of `group_size` consecutive copies
-    sharing a prompt, drawn from the `split` ('train' or 'held_out').
+    digits, 0 otherwise. Chapter 3's TokenTask (`num_envs` copies in groups of
+    `group_size`, stop at EOS, truncated after ANSWER_LEN tokens with reward 0) with
+    this alphabet, prompts drawn from the `split` ('train' or 'held_out'), and `verify`
+    as its verifier."""
 
-    s_t = the prompt and the t tokens written so far, left-padded to `obs_len`; a_t =
-    the next token; the answer ends at EOS (terminated) or is truncated after
-    ANSWER_LEN tokens (reward 0); the reward is `verify` at EOS, 0 before."""
-
-    vocab_size, pad_id, eos_id = VOCAB_SIZE, PAD, EOS
+    vocab_size, pad_id, eos_id, prompt_len = VOCAB_SIZE, PAD, EOS, PROMPT_LEN
     n_actions = VOCAB_SIZE - 1  # every token but PAD
-    max_steps = ANSWER_LEN
-    obs_len = PROMPT_LEN + ANSWER_LEN - 1  # the longest prefix an answer token reads
-
-    def __init__(self, num_envs, device="auto", seed=0, group_size=1, split="train"):
-        self.num_envs = check_int(num_envs, "num_envs")
-        seed = check_int(seed, "seed", low=0)
-        self.group_size = check_int(group_size, "group_size")
-        if self.num_envs % self.group_size:
-            n, g = self.num_envs, self.group_size
-            raise ValueError(f"num_envs={n} must be a multiple of group_size={g}")
-        self.num_prompts = self.num_envs // self.group_size
-        self.device = concrete_device(device)
-        self.prompts = Prompts(split, self.device)
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.sequences = None  # [N, PROMPT_LEN + ANSWER_LEN]: padding, prompt, answer
-
     decode = staticmethod(decode)
 
-    def reset(self):
-        "Draw a prompt per group, repeated group_size times; return obs [N, obs_len]."
-        a, b = self.prompts.sample(self.num_prompts, self.generator)
+    def __init__(self, num_envs, device="auto", seed=0, group_size=1, split="train"):
+        super().__init__(num_envs, ANSWER_LEN, device, seed, group_size, stop=True)
+        self.pool = Prompts(split, self.device)  # the prompts of the split
+
+    def draw(self):
+        "A prompt per group, repeated group_size times: [N, PROMPT_LEN] (left-padded)."
+        a, b = self.pool.sample(self.num_prompts, self.generator)
         self.a = a.repeat_interleave(self.group_size)
         self.b = b.repeat_interleave(self.group_size)
-        padding = torch.full((self.num_envs, ANSWER_LEN), PAD, device=self.device)
-        self.sequences = torch.cat([padding, encode_prompts(self.a, self.b)], 1)
-        self.t = 0
-        self.done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return self.sequences[:, 1:]
+        return encode_prompts(self.a, self.b)
 
-    def step(self, action):
-        "Append `action` [N]; return (obs [N, obs_len], reward, terminated, truncated)."
-        if self.sequences is None:
-            raise RuntimeError("call reset() before step()")
-        check_actions(action, self)
-        no = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        if self.t == ANSWER_LEN:  # every copy has finished: frozen
-            zero = torch.zeros(self.num_envs, device=self.device)
-            return self.sequences[:, 1:], zero, no, no
-        running = ~self.done
-        longer = torch.cat([self.sequences[:, 1:], action[:, None].long()], 1)
-        self.sequences = torch.where(running[:, None], longer, self.sequences)
-        self.t += 1
-        terminated = running & (action == EOS)
-        truncated = running & ~terminated & (self.t == ANSWER_LEN)
-        correct = _verify(self.a, self.b, self.sequences[:, -self.t :])
-        reward = torch.where(terminated, correct, 0.0)
-        self.done = self.done | terminated | truncated
-        return self.sequences[:, 1:], reward, terminated, truncated
+    def score(self, answers):
+        "The verifier's reward [N] for this episode's `answers` [N, L] so far."
+        return _verify(self.a, self.b, answers)
 
 # %% ../../../chapters/08_verifier.ipynb #62892ff8
 def corpus(prompts, n, drop=0.6, generator=None):

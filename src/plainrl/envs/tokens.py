@@ -94,13 +94,17 @@ class TokenTask:
     the LLM setting as an environment, `num_envs` copies in groups of `group_size`.
 
     s_t = the prompt and the t tokens written so far, left-padded to `obs_len`; a_t =
-    the next token; s_{t+1} = s_t followed by a_t; the reward is `verify` at the last
+    the next token; s_{t+1} = s_t followed by a_t; the reward is `score` at the last
     token, 0 before. stop=False: answers of exactly `answer_len` tokens; stop=True: an
-    answer ends at EOS (terminated), or is truncated after `answer_len` tokens."""
+    answer ends at EOS (terminated), or is truncated after `answer_len` tokens.
+
+    Another task of prompts and a verifier changes the class attributes (its
+    alphabet), `draw` (its prompts) and `score` (its verifier): chapter 8's does."""
 
     vocab_size, pad_id, eos_id, prompt_len = VOCAB_SIZE, PAD, EOS, PROMPT_LEN
     n_actions = VOCAB_SIZE - 1  # every token but PAD
     n_targets = N_TARGETS
+    decode = staticmethod(decode)
 
     def __init__(
         self, num_envs, answer_len=2, device="auto", seed=0, group_size=1, stop=False
@@ -116,26 +120,29 @@ class TokenTask:
             raise TypeError(f"stop must be a bool, got {type(stop).__name__}")
         self.num_prompts = self.num_envs // self.group_size
         self.stop, self.max_steps = stop, self.answer_len
-        self.obs_len = PROMPT_LEN + self.answer_len - 1
+        self.obs_len = self.prompt_len + self.answer_len - 1
         self.device = concrete_device(device)
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.sequences = None  # [N, prompt_len + answer_len]: padding, prompt, answer
 
-    decode = staticmethod(decode)
-
-    def verify(self, targets, answers):
-        "The verifier's reward [N] for `answers` [N, L], with this task's `stop`."
-        return verify(targets, answers, stop=self.stop)
-
-    def reset(self):
-        "Draw a target per group, repeated group_size times; return the prompts [N, L]."
+    def draw(self):
+        "A target per group, repeated group_size times: the prompts [N, prompt_len]."
         shape = (self.num_prompts,)
         draws = torch.randint(
             self.n_targets, shape, generator=self.generator, device=self.device
         )
         self.targets = draws.repeat_interleave(self.group_size)
-        self.prompts = encode_prompts(self.targets)
-        padding = torch.full((self.num_envs, self.answer_len), PAD, device=self.device)
+        return encode_prompts(self.targets)
+
+    def score(self, answers):
+        "The verifier's reward [N] for this episode's `answers` [N, L] so far."
+        return _verify(self.targets, answers, self.stop)
+
+    def reset(self):
+        "Draw the prompts (`draw`); return the first observations [N, obs_len]."
+        self.prompts = self.draw()
+        shape = (self.num_envs, self.answer_len)
+        padding = torch.full(shape, self.pad_id, device=self.device)
         self.sequences = torch.cat([padding, self.prompts], 1)
         self.t = 0
         self.done = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
@@ -156,14 +163,11 @@ class TokenTask:
         self.t += 1
         last = self.t == self.answer_len  # the longest answer is complete
         if self.stop:
-            terminated = running & (action == EOS)
+            terminated = running & (action == self.eos_id)
             truncated = running & ~terminated & last
         else:
             terminated, truncated = no | last, no
-        answers = self.sequences[
-            :, -self.t :
-        ]  # the answers so far of the running copies
-        correct = _verify(self.targets, answers, self.stop)
-        reward = torch.where(terminated, correct, 0.0)
+        answers = self.sequences[:, -self.t :]  # the answers so far
+        reward = torch.where(terminated, self.score(answers), 0.0)
         self.done = self.done | terminated | truncated
         return self.sequences[:, 1:], reward, terminated, truncated
