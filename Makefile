@@ -37,7 +37,7 @@ REBUILD := $(shell bash tools/venv_state.sh $(VENV) '$(WANT)')
 # The prerequisites checked up front: `make test` needs more than the book does.
 GOAL := $(if $(filter test,$(MAKECMDGOALS)),test,$(if $(filter lab,$(MAKECMDGOALS)),lab,book))
 
-.PHONY: venv prereqs book export lint test lab bench clean FORCE
+.PHONY: venv prereqs book export lint test lab bench sweep clean FORCE
 
 venv: prereqs $(STAMP)
 
@@ -110,6 +110,12 @@ lab: prereqs $(STAMP)
 # Benchmarks against real peers, measured side by side in one run: writes book/benchmarks.md (chapter 8).
 bench: prereqs $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench.py --out book/benchmarks.md
+
+# Chapter 8's full sweep (every variant over three seeds, about 15 minutes on one thread):
+# writes chapters/results/verifier_sweep.json, which the chapter reads and plots.
+sweep: prereqs $(STAMP)
+	cd chapters && OMP_NUM_THREADS=1 ../$(BIN)/python -c \
+	  'from plainrl.verifier import sweep; sweep("results/verifier_sweep.json")'
 
 # Start over: the next make builds .venv and the book from scratch.
 clean:

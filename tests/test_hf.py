@@ -15,6 +15,7 @@ from plainrl import hf
 from plainrl.engine import Algorithm, Budget, train
 from plainrl.envs.tokens import CHARS, EOS, PAD, TokenTask
 from plainrl.generate import generate, rollout_tokens
+from plainrl.lm import WholeAnswers
 from plainrl.tasks import TaskConfig
 from plainrl.trajectory import rollout
 
@@ -479,3 +480,17 @@ def test_two_processes_keep_identical_ranks(tmp_path):
         for rank in (rank0, rank1)
     ]
     assert len(rows[0]) == 3 and rows[0] == rows[1]  # the same gathered metrics
+
+
+def test_one_forward_pass_reads_an_hf_policy(policy):
+    "Chapter 8's WholeAnswers serves an HFPolicy: every step's log-prob in one pass."
+    task = TokenTask(16, answer_len=4, device="cpu", seed=3, group_size=4, stop=True)
+    torch.manual_seed(5)
+    traj = rollout_tokens(task, policy)
+    with torch.no_grad():
+        per_step = policy(traj.obs).log_prob(traj.actions)
+        whole = WholeAnswers(policy, task.prompt_len)(traj.obs)
+    m = traj.mask
+    torch.testing.assert_close(
+        whole.log_prob(traj.actions)[m], per_step[m], rtol=0, atol=1e-5
+    )

@@ -1,5 +1,6 @@
 """Chapter 8: pretraining, sampling the addition task, pass@k, the RL task."""
 
+import json
 from itertools import combinations
 
 import pytest
@@ -28,6 +29,7 @@ from plainrl.verifier import (
     evaluate,
     gradient_estimate,
     pass_at_k,
+    sweep,
     train_on_addition,
 )
 
@@ -229,3 +231,17 @@ def test_one_forward_pass_serves_any_token_task():
     with torch.no_grad():
         wrong = WholeAnswers(policy, task.prompt_len - 1)(traj.obs)  # no target
     assert not torch.allclose(per_step[m], wrong.log_prob(traj.actions)[m], atol=1e-3)
+
+
+def test_sweep_writes_every_variant_and_seed(tiny_base, tmp_path):
+    path = tmp_path / "results" / "sweep.json"
+    results = sweep(path, seeds=(0, 1), updates=2, every=1, base=tiny_base)
+    stored = json.loads(path.read_text())
+    assert stored == json.loads(json.dumps(results))  # what it returns, as JSON
+    assert stored["settings"]["updates"] == 2
+    runs = {(r["variant"], r["seed"]) for r in stored["runs"]}
+    assert runs == {(v, s) for v in RL_VARIANTS for s in (0, 1)}
+    for r in stored["runs"]:
+        assert [u for u, _ in r["curve"]] == [0, 1, 2] and r["wall_s"] > 0
+        assert set(r["after"]) == {"all", "no carry", "carry"}
+    assert set(stored["before"]["all"]) >= {"greedy", "pass@1", "pass@8"}

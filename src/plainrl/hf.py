@@ -21,7 +21,6 @@ from transformers import PreTrainedTokenizerFast
 
 from .checks import check, check_int, check_logits, check_mask, check_real
 from .checks import check_tensor, resolve_device
-from .envs.tokens import CHARS, TokenTask
 from .policy import TransformerPolicy
 
 # %% ../../chapters/10_hugging_face.ipynb #a7c2e3f4
@@ -263,10 +262,10 @@ class HFPolicy(nn.Module):
 # %% ../../chapters/10_hugging_face.ipynb #a9c4e5f6
 def task_actions(env, tokenizer):
     """The tokens of a token task's actions, in id order: the characters `env.chars`
-    (chapter 3's CHARS for a TokenTask), its EOS action (`env.eos_id`) as `tokenizer`'s
-    eos_token. `env` may be the task's class. For `HFPolicy(..., actions=...)`."""
-    is_token_task = isinstance(env, TokenTask) or env is TokenTask
-    chars = getattr(env, "chars", CHARS if is_token_task else None)
+    (a TokenTask's, chapter 3, or an AdditionTask's, chapter 8), its EOS action
+    (`env.eos_id`) as `tokenizer`'s eos_token. `env` may be the task's class. For
+    `HFPolicy(..., actions=...)`."""
+    chars = getattr(env, "chars", None)
     if not isinstance(chars, str):
         kind = getattr(env, "__name__", type(env).__name__)
         raise TypeError(f"env must be a token task with .chars, got {kind}")

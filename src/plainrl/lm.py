@@ -71,9 +71,11 @@ class WholeAnswers(torch.nn.Module):
 
     def __init__(self, policy, prompt_len):
         super().__init__()
-        if not isinstance(policy, TransformerPolicy):
+        if not isinstance(policy, torch.nn.Module) or not hasattr(policy, "logits"):
             name = type(policy).__name__
-            raise TypeError(f"policy must be a TransformerPolicy, got {name}")
+            raise TypeError(
+                f"policy must be a TransformerPolicy or an HFPolicy, got {name}"
+            )
         self.policy = policy
         self.prompt_len = check_int(prompt_len, "prompt_len")
 

@@ -193,6 +193,7 @@ class AdditionTask(TokenTask):
 
     vocab_size, pad_id, eos_id, prompt_len = VOCAB_SIZE, PAD, EOS, PROMPT_LEN
     n_actions = VOCAB_SIZE - 1  # every token but PAD
+    chars = CHARS  # the text of each action
     decode = staticmethod(decode)
 
     def __init__(self, num_envs, device="auto", seed=0, group_size=1, split="train"):

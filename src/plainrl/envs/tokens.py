@@ -103,6 +103,7 @@ class TokenTask:
 
     vocab_size, pad_id, eos_id, prompt_len = VOCAB_SIZE, PAD, EOS, PROMPT_LEN
     n_actions = VOCAB_SIZE - 1  # every token but PAD
+    chars = CHARS  # the text of each action
     n_targets = N_TARGETS
     decode = staticmethod(decode)
 
