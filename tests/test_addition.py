@@ -239,3 +239,13 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="action must lie"):
         env.step(t(0, PAD))
     check_actions(t(0, EOS), env)
+
+
+def test_addition_prompts_encode_from_text():
+    task = AdditionTask(4, device="cpu", seed=0)
+    task.reset()
+    assert torch.equal(task.encode(task.decode(task.prompts)), task.prompts)
+    want = encode_prompts(torch.tensor([47]), torch.tensor([385]))
+    assert torch.equal(task.encode(["47+385="]), want)
+    with pytest.raises(ValueError, match="texts"):
+        task.encode(["1234+5678="])  # longer than a prompt

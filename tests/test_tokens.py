@@ -383,3 +383,17 @@ def test_base_model_knows_the_format_not_the_rule():
 def test_base_model_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):
         base_model(**kwargs)
+
+
+def test_encode_writes_prompts_as_the_task_does():
+    task = TokenTask(2, device="cpu", seed=0)
+    obs = task.reset()
+    texts = task.decode(task.prompts)
+    assert torch.equal(task.encode(texts), task.prompts)
+    assert task.encode(["7="]).tolist() == [[7, EQUALS]]
+    with pytest.raises(TypeError, match="texts"):
+        task.encode("7=")
+    for bad in (["7=."], ["123"], [""]):  # EOS, too long, empty
+        with pytest.raises(ValueError, match="texts"):
+            task.encode(bad)
+    assert obs.shape[1] == task.obs_len

@@ -135,6 +135,9 @@ class TransformerPolicy(nn.Module):
         check_int(d_model, "d_model")
         check_int(n_head, "n_head")
         n_layer = check_int(n_layer, "n_layer")
+        # the shape, to build the same network again (a checkpoint's)
+        self.config = dict(vocab_size=vocab_size, block_size=block_size,
+                           d_model=d_model, n_head=n_head, n_layer=n_layer)  # fmt: skip
         self.pad_id = self.n_actions = self.vocab_size - 1
         self.tok_emb = nn.Embedding(self.vocab_size, d_model)
         self.pos_emb = nn.Embedding(self.block_size, d_model)

@@ -126,6 +126,22 @@ class TokenTask:
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.sequences = None  # [N, prompt_len + answer_len]: padding, prompt, answer
 
+    def encode(self, texts):
+        "Prompts written as text (of `chars`, no EOS) -> [N, prompt_len], left-padded."
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts must be a list of str, got {texts!r}")
+        if not texts:
+            raise ValueError("texts is empty; expected at least one prompt")
+        allowed = self.chars.replace(self.chars[self.eos_id], "")
+        rows = []
+        for text in texts:
+            if not 0 < len(text) <= self.prompt_len or set(text) - set(allowed):
+                want = f"1 to {self.prompt_len} of the characters {allowed!r}"
+                raise ValueError(f"texts holds {text!r}; expected {want}")
+            pad = [self.pad_id] * (self.prompt_len - len(text))
+            rows.append(pad + [self.chars.index(ch) for ch in text])
+        return torch.tensor(rows, device=self.device)
+
     def draw(self):
         "A target per group, repeated group_size times: the prompts [N, prompt_len]."
         shape = (self.num_prompts,)
