@@ -128,6 +128,11 @@ class HFPolicy(nn.Module):
     # None (float32) or torch.bfloat16, validated as chapter 1's policy validates it
     compute_dtype = TransformerPolicy.compute_dtype
 
+    @property
+    def config(self):
+        "Where the model comes from (its path or hub name), to load it again."
+        return {"model": self.model.name_or_path}
+
     def train(self, mode=True):
         "Set the training flag; the model itself stays in eval mode (no dropout)."
         super().train(mode)
