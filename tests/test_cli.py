@@ -58,7 +58,7 @@ def test_old_invocations_still_work(tmp_path, capsys):
         (["--variant", "rtg"], "the following arguments are required: --task"),
         (["--task", "tabular", "--variant", "ppo"], "--variant: invalid choice"),
         (["--task", "tabular", "--device", "gpu0"], "--device: device='gpu0'"),
-        (["--task", "tabular", "--device", "meta"], "--device: expected auto"),
+        (["--task", "tabular", "--device", "meta"], "--device: device='meta' holds"),
         (["--task", "tabular", "--lr", "-1"], "argument --lr: lr must be"),
         (["--task", "tabular", "--lr", "inf"], "argument --lr: lr must be"),
         (["--task", "tabular", "--num-envs", "2.5"], "--num-envs: expected an int"),
