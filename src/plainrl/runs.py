@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .checks import check_int
+from .checks import check, check_int, check_real, check_tensor, check_type
 from .distributed import check_in_sync, check_same, gather, gather_objects
 from .distributed import join, launch_env, leave, wrap
+from .engine import Trainer
 from .envs.cartpole import CartPole
 from .envs.fused import FusedCartPole
 from .plots import AXES, plot_learning_curves
@@ -48,6 +49,7 @@ def _plain(x):
 def settings(trainer, budget=True):
     """The settings of a run, as plain values: what every rank must share and (all
     but the budget) what a resumed run must keep."""
+    check_type(trainer, "trainer", Trainer)
     dtype = getattr(trainer.policy, "compute_dtype", None)
     out = {
         "task": _plain(trainer.task),
@@ -135,7 +137,10 @@ class Autocast:
     that have no compute_dtype."""
 
     def __init__(self, dtype=torch.bfloat16, required=True):
-        self.dtype, self.required = dtype, required
+        check_type(dtype, "dtype", torch.dtype)
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be a 16-bit float dtype, got {dtype}")
+        self.dtype, self.required = dtype, check_type(required, "required", bool)
 
     def ready(self, trainer):
         policy = trainer.policy
@@ -155,7 +160,7 @@ class Interrupted(Exception):
 
     def __init__(self, signum, message):
         super().__init__(message)
-        self.signum = signum
+        self.signum = check_int(signum, "signum", 1, signal.NSIG - 1)
 
 
 FILES = ("checkpoint.pt", "metrics.csv", "learning_curve.png")  # what a run writes
@@ -173,8 +178,9 @@ class Checkpoints:
     finishes, a checkpoint is written, then `Interrupted` is raised."""
 
     def __init__(self, run_dir, every=50, resume=False, overwrite=False, x="update"):
-        if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
-            raise ValueError(f"run_dir must be a non-empty path, got {run_dir!r}")
+        check_type(run_dir, "run_dir", (str, os.PathLike))
+        if not str(run_dir):
+            raise ValueError("run_dir must be a non-empty path, got ''")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "checkpoint.pt"
         self.every = check_int(every, "every")
@@ -330,6 +336,11 @@ class Checkpoints:
 
 def write_metrics(rows, path):
     "One CSV row per update, written atomically."
+    check_type(rows, "rows", list)
+    if not rows:
+        raise ValueError("rows must hold at least one row (a dict per update), got []")
+    for row in rows:
+        check_type(row, "each of rows", dict)
     names = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_write(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=names)
@@ -339,6 +350,7 @@ def write_metrics(rows, path):
 
 def write_learning_curve(run, path, x="update"):
     "The learning curve of `run` (a Trainer) as a PNG, written atomically."
+    check_type(run, "run", Trainer)
     fig = Figure(figsize=(5.5, 3.2), layout="tight")
     plot_learning_curves(fig.subplots(), [run], x=x)
     with atomic_write(path) as f:
@@ -348,6 +360,16 @@ def write_learning_curve(run, path, x="update"):
 def clipped_loss(log_probs, weights, batch, clip=0.2):
     """A PPO-style clipped per-token loss [B, T]: -min(ρ_t w_t, clip(ρ_t, 1 ± clip) w_t)
     with ρ_t = exp(log π_θ(a_t|s_t) - batch.log_probs), the sampling-time log-probs."""
+    check_tensor(log_probs, "log_probs", "float", (None, None))
+    shape, device = tuple(log_probs.shape), log_probs.device
+    check_tensor(weights, "weights", "float", shape, device)
+    sampled = getattr(batch, "log_probs", None)
+    if not isinstance(sampled, torch.Tensor):
+        kind = type(batch).__name__
+        raise TypeError(f"batch must hold the sampling-time log_probs, got {kind}")
+    check_tensor(sampled, "batch.log_probs", "float", shape, device)
+    check(torch.isfinite(weights), "weights must be finite (no NaN or inf)")
+    clip = check_real(clip, "clip", 0, low_open=True)
     ratio = torch.exp(log_probs - batch.log_probs)
     w = weights.detach()
     clipped = ratio.clamp(1 - clip, 1 + clip)
