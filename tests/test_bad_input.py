@@ -61,6 +61,7 @@ from plainrl.distributed import (
     join,
     launch_env,
     leave,
+    lost_peer,
     wrap,
 )
 from plainrl.engine import (
@@ -730,6 +731,8 @@ CASES = [
      lambda tmp: check_same(object()), TypeError, "settings", None),
     ("distributed", "check_in_sync", "module not a module",
      lambda tmp: check_in_sync("mlp"), TypeError, "module", None),
+    ("distributed", "lost_peer", "error not an exception",
+     lambda tmp: lost_peer("Connection reset by peer"), TypeError, "error", None),
     ("distributed", "leave", "an argument",
      lambda tmp: leave("group"), TypeError, "leave", None),
     # -------------------------------------------------------------------- runs

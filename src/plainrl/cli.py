@@ -17,7 +17,7 @@ import torch
 from .advantages import VARIANTS, Weights
 from .checkpoint import CheckpointError
 from .checks import check_int, check_type, resolve_device
-from .distributed import DistributedError, launch_env
+from .distributed import DistributedError, launch_env, lost_peer
 from .engine import Algorithm, Budget, Trainer, defaults
 from .generate import cached_rollout
 from .plots import AXES
@@ -326,16 +326,17 @@ def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
     try:
-        is_main = launch_env()[0] == 0  # under torchrun only rank 0 prints
-    except DistributedError as e:
+        rank = launch_env()[0]  # under torchrun rank 0 prints, and every rank its
+    except DistributedError as e:  # own failure of the process group
         print(f"plainrl: {e}", file=sys.stderr)
         return EXIT["distributed"]
     cfg = settings_from(args, p.train.error)
     torch.set_num_threads(args.threads)
 
     def say(message, status):
-        if is_main:
-            print(f"plainrl: {message}", file=sys.stderr)
+        if rank == 0 or status == EXIT["distributed"]:
+            who = f"rank {rank}: " if status == EXIT["distributed"] else ""
+            print(f"plainrl: {who}{message}", file=sys.stderr)
         return status
 
     try:
@@ -354,7 +355,7 @@ def main(argv=None):
             sample=sample,
             weigh=cfg.weights,
             hooks=hooks,
-            progress=args.progress and is_main,
+            progress=args.progress and rank == 0,
         ).fit()
     except Interrupted as e:
         return say(e, 128 + e.signum)
@@ -374,7 +375,11 @@ def main(argv=None):
         return say(f"cannot write {where}: {e.strerror or e}", EXIT["run_dir"])
     except (TypeError, ValueError) as e:
         return say(e, EXIT["usage"])
-    except Exception as e:  # a bug: say what, in one line
+    except Exception as e:  # a peer that died or stopped, or a bug: say which
+        lost = lost_peer(e)
+        if lost is not None:
+            where = _last_checkpoint(checkpoints)
+            return say(f"{lost}; {where}", EXIT["distributed"])
         return say(f"internal error: {type(e).__name__}: {e}", EXIT["internal"])
     return report(run, checkpoints.run_dir, say)
 

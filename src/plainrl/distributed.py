@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['TORCHRUN_VARS', 'DistributedError', 'launch_env', 'join', 'wrap', 'gather',
-           'gather_objects', 'digest', 'check_same', 'check_in_sync', 'leave']
+           'gather_objects', 'digest', 'check_same', 'check_in_sync', 'lost_peer',
+           'leave']
 
 # %% ../../chapters/09_scaling.ipynb #5aa66633
 import datetime
@@ -131,6 +132,20 @@ def check_in_sync(module):
     dist.all_reduce(same, op=dist.ReduceOp.MIN)
     if same.item() != 1.0:
         raise DistributedError("the ranks' parameters differ: DDP lost sync")
+
+
+def lost_peer(error):
+    """`error` as a one-line DistributedError if it is a collective that failed because
+    a peer process died, stopped or timed out; None for any other error. (NCCL raises
+    torch's DistError; gloo a RuntimeError whose message names its source, gloo/...)"""
+    check_type(error, "error", BaseException)
+    text = str(error)
+    if not (isinstance(error, dist.DistError) or "/gloo/" in text):
+        return None
+    what = text.split("] ", 1)[-1].split(". ")[0].splitlines()[0]  # not the source
+    return DistributedError(
+        f"lost contact with another process (it died, stopped or timed out): {what}"
+    )
 
 
 def leave():

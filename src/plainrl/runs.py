@@ -90,11 +90,13 @@ def _to(obj, device):
 # %% ../../chapters/09_scaling.ipynb #023677ee
 class Distributed:
     """Hook: one process of a torchrun group (a group of one without torchrun). It
-    joins the group in `begin`, checks the ranks' settings and wraps the model in DDP
-    in `ready`, and leaves in `end`. `timeout_s` bounds every wait for a peer."""
+    joins the group in `begin`, checks that the ranks share the run's settings and
+    their hooks' (each hook's `shared` dict) and wraps the model in DDP in `ready`, and
+    leaves in `end`. `timeout_s` bounds every wait for a peer."""
 
     def __init__(self, timeout_s=120):
         self.timeout_s = check_int(timeout_s, "timeout_s")
+        self.shared = {"timeout_s": self.timeout_s}
         self.joined = False
 
     def begin(self, trainer):
@@ -108,7 +110,8 @@ class Distributed:
     def ready(self, trainer):
         if not self.joined:
             return
-        check_same(settings(trainer))
+        hooks = [(type(h).__name__, getattr(h, "shared", None)) for h in trainer.hooks]
+        check_same({**settings(trainer), "hooks": hooks})
         trainer.model = wrap(trainer.model, trainer.device)
         trainer.gather = gather
 
@@ -192,6 +195,8 @@ class Checkpoints:
         if x not in AXES:
             raise ValueError(f"x must be one of {tuple(AXES)}, got {x!r}")
         self.resume, self.overwrite, self.x = resume, overwrite, x
+        self.shared = {"run_dir": str(run_dir), "every": self.every, "resume": resume,
+                       "overwrite": overwrite, "x": x}  # fmt: skip
         self.saved_at, self.signum, self._lock, self._handlers = None, None, None, {}
 
     # -------- before training
