@@ -2,6 +2,7 @@
 bad input early, with a TypeError (type, dtype) or a ValueError (shape, range, device,
 NaN) whose message names the argument."""
 
+import os
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -18,6 +19,7 @@ from plainrl.checks import (
     check_real,
     check_states,
     check_tensor,
+    check_type,
     concrete_device,
     resolve_device,
 )
@@ -68,6 +70,19 @@ CASES = [
     ("resolve_device index", lambda: resolve_device("cuda:x"), ValueError, "device"),
     ("resolve_device int", lambda: resolve_device(3), TypeError, "device"),
     ("resolve_device None", lambda: resolve_device(None), TypeError, "device"),
+    ("resolve_device meta", lambda: resolve_device("meta"), ValueError, "no data"),
+    (
+        "check_type str",
+        lambda: check_type("3", "n", int),
+        TypeError,
+        "n must be an int",
+    ),
+    (
+        "check_type tuple",
+        lambda: check_type(None, "path", (str, os.PathLike)),
+        TypeError,
+        "path must be a str or a PathLike, got NoneType",
+    ),
     ("concrete_device", lambda: concrete_device("gpu0"), ValueError, "device"),
     ("check list", lambda: check([True], "m"), TypeError, "ok"),
     ("check float", lambda: check(t(1.0), "m"), TypeError, "ok"),
@@ -194,7 +209,7 @@ CASES = [
     ),
     (
         "check_tensor device",
-        lambda: check_tensor(zeros(2), "x", "float", device="meta"),
+        lambda: check_tensor(zeros(2), "x", "float", device=torch.device("meta")),
         ValueError,
         "x is on",
     ),
@@ -262,7 +277,7 @@ CASES = [
     ),
     (
         "check_states device",
-        lambda: check_states(ids(2), "s", False, device="meta"),
+        lambda: check_states(ids(2), "s", False, device=torch.device("meta")),
         ValueError,
         "s is on",
     ),
@@ -323,7 +338,7 @@ CASES = [
     ),
     (
         "check_mask device",
-        lambda: check_mask(GAP, (2, 3), "meta"),
+        lambda: check_mask(GAP, (2, 3), torch.device("meta")),
         ValueError,
         "mask is on",
     ),
@@ -742,6 +757,9 @@ def test_check_int_and_check_real_return_plain_numbers():
     assert check_real(1, "g", 0, 1) == 1.0 and type(check_real(1, "g")) is float
     assert check_real(Fraction(1, 2), "g", 0, 1, low_open=True) == 0.5
     assert check_real(np.float32(0.25), "g") == 0.25
+    assert (
+        check_type(True, "b", bool) is True and check_type("x", "p", (str, int)) == "x"
+    )
 
 
 def test_check_tensor_accepts_what_it_should():

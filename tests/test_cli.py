@@ -2,14 +2,11 @@
 chain (fast): the generated flags, the old invocations, and the exit statuses."""
 
 import csv
-import math
 import subprocess
 import sys
 
 import pytest
-import torch
 
-from plainrl.advantages import Weights
 from plainrl.cli import EXIT, config, main
 
 
@@ -58,7 +55,7 @@ def test_old_invocations_still_work(tmp_path, capsys):
         (["--variant", "rtg"], "the following arguments are required: --task"),
         (["--task", "tabular", "--variant", "ppo"], "--variant: invalid choice"),
         (["--task", "tabular", "--device", "gpu0"], "--device: device='gpu0'"),
-        (["--task", "tabular", "--device", "meta"], "--device: expected auto"),
+        (["--task", "tabular", "--device", "meta"], "--device: device='meta' holds"),
         (["--task", "tabular", "--lr", "-1"], "argument --lr: lr must be"),
         (["--task", "tabular", "--lr", "inf"], "argument --lr: lr must be"),
         (["--task", "tabular", "--num-envs", "2.5"], "--num-envs: expected an int"),
@@ -117,17 +114,10 @@ def test_exit_statuses_of_failures(tmp_path, capsys, monkeypatch):
     assert run_cli(tmp_path / "m", "--task", "tabular", "--minibatches", "999") == 2
 
 
-def test_divergence_exits_3(tmp_path, capsys, monkeypatch):
-    def infinite(self, traj):
-        return torch.full(traj.rewards.shape, math.inf)
-
-    monkeypatch.setattr(Weights, "__call__", infinite)
-    cartpole = (
-        "--task",
-        "cartpole",
-        "--num-envs",
-        "8",
-    )  # no exact objective to measure
+def test_divergence_exits_3(tmp_path, capsys):
+    # no exact objective to measure; a step size so large that Adam's first step
+    # overflows float32 (non-finite weights are bad input: refused by the loss)
+    cartpole = ("--task", "cartpole", "--num-envs", "8", "--lr", "1e38")
     assert run_cli(tmp_path, *cartpole) == EXIT["diverged"]
     err = capsys.readouterr().err
     assert "diverged at update 1" in err and err.count("\n") == 1

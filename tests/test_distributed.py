@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from plainrl.distributed import DistributedError, lost_peer
+
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
 TORCHRUN += ["--nproc_per_node=2"]
 
@@ -92,3 +94,15 @@ def test_torchrun_command_line(tmp_path):
     state = ckpt["state"]
     assert ckpt["settings"]["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert state["env_steps"] == state["update"] * 2 * 32 * 4
+
+
+def test_a_failed_collective_is_told_in_one_line():
+    gloo = "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error "
+    error = RuntimeError(gloo + "[127.0.0.1]:41383: Connection reset by peer. This is")
+    lost = lost_peer(error)
+    assert isinstance(lost, DistributedError)
+    assert str(lost) == (
+        "lost contact with another process (it died, stopped or timed out): Read "
+        "error [127.0.0.1]:41383: Connection reset by peer"
+    )
+    assert lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None

@@ -26,7 +26,7 @@ from plainrl.envs.tabular import optimal_value, slippery_chain
 from plainrl.lm import pretrain
 from plainrl.losses import reinforce_loss, seq_sum
 from plainrl.objective import exact_objective
-from plainrl.policy import TabularPolicy, TransformerPolicy
+from plainrl.policy import MLPPolicy, TabularPolicy, TransformerPolicy
 from plainrl.tasks import TASKS, TaskConfig
 from plainrl.trajectory import rollout
 
@@ -252,11 +252,20 @@ def test_divergence_stops_the_run_where_it_first_shows():
     task, algo, budget = defaults("cartpole")
     task = replace(task, num_envs=8)
 
-    def nan_weights(traj):
-        return torch.full_like(traj.rewards, float("nan"))
+    def nan_loss(log_probs, weights, batch):
+        return log_probs * float("nan")
 
     with pytest.raises(FloatingPointError, match="diverged at update 1"):
-        train(task, None, algo, budget, seed=0, device="cpu", weigh=nan_weights)
+        train(task, None, algo, budget, seed=0, device="cpu", loss=nan_loss)
+
+    def nan_weights(traj):  # bad input of the loss, refused before any step
+        return torch.full_like(traj.rewards, float("nan"))
+
+    policy = MLPPolicy(4, 2, hidden=task.hidden, device="cpu")
+    before = [p.detach().clone() for p in policy.parameters()]
+    with pytest.raises(ValueError, match="weights must be finite"):
+        train(task, policy, algo, budget, seed=0, device="cpu", weigh=nan_weights)
+    assert all(torch.equal(a, b) for a, b in zip(before, policy.parameters()))
 
 
 def test_run_state_round_trips():
@@ -327,8 +336,8 @@ def test_a_huge_step_stops_where_the_logits_first_overflow():
 def test_divergence_on_the_exact_objective_names_its_update():
     task, algo, budget = defaults("tabular")
 
-    def nan_weights(traj):
-        return torch.full_like(traj.rewards, float("nan"))
+    def nan_loss(log_probs, weights, batch):
+        return log_probs * float("nan")
 
     with pytest.raises(FloatingPointError, match="diverged at update 1"):
-        train(task, None, algo, budget, seed=0, device="cpu", weigh=nan_weights)
+        train(task, None, algo, budget, seed=0, device="cpu", loss=nan_loss)

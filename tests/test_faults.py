@@ -1,12 +1,15 @@
 """Fault runs of `python -m plainrl train` (issue 14), the cheap deterministic ones:
 kill -9 between checkpoints, right after one and in the middle of writing one, and
 SIGINT / SIGTERM, each followed by --resume, which must end with exactly the metrics
-of an uninterrupted run. The long random loop, the full disk, the read-only run
-directory and the torchrun faults are in tools/fault_runs.py."""
+of an uninterrupted run; and two ranks (gloo) of which one is killed, stopped or
+started with other settings: each rank still running exits 6 with a one-line message.
+The long random loop, the full disk, the read-only run directory and the same faults
+under torchrun are in tools/fault_runs.py."""
 
 import csv
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -141,3 +144,80 @@ def test_a_signal_saves_says_one_line_and_resumes_exactly(
     assert lines[0].startswith(f"plainrl: {name}: stopped after update 3; saved ")
     assert load_checkpoint(tmp_path / "checkpoint.pt")["state"]["update"] == 3
     assert resumed_metrics(tmp_path) == reference
+
+
+# Two ranks by hand (RANK, WORLD_SIZE, ... set, as torchrun sets them), gloo on the
+# CPU, every wait for a peer bounded by 5 s instead of the command line's 120 s; rank
+# 1 may send itself a signal after an update.
+RANKS = textwrap.dedent(
+    """
+    import functools, os, signal, sys
+    import plainrl.cli as cli
+
+    kind, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    cli.Distributed = functools.partial(cli.Distributed, timeout_s=5)
+
+    class Fault:
+        def after_update(self, trainer, row):
+            if kind != "none" and trainer.rank == 1 and trainer.state.update == at:
+                os.kill(os.getpid(), getattr(signal, kind))
+
+    hooks_for = cli.hooks_for
+
+    def with_fault(cfg, args):
+        hooks, checkpoints = hooks_for(cfg, args)
+        return [*hooks, Fault()], checkpoints
+
+    cli.hooks_for = with_fault
+    sys.exit(cli.main(argv))
+    """
+)
+
+
+def start_ranks(run_dir, rank_1=(), kind="none", at=0):
+    "Ranks 0 and 1 of the CLI (rank 1 with more arguments `rank_1`), as Popens."
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank, extra in ((0, ()), (1, rank_1)):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank),
+               "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
+        argv = [*ARGS, "--run-dir", str(run_dir), *extra]
+        command = [sys.executable, "-c", RANKS, kind, str(at), *argv]
+        procs.append(
+            subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        )
+    return procs
+
+
+def said(proc, timeout=90):
+    "The exit status and the lines `proc` wrote to stderr."
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.strip().splitlines()
+
+
+def test_ranks_with_other_settings_each_say_so_and_exit_6(tmp_path):
+    # the checkpoint frequency too: rank 0 would wait at update 2 for rank 1, in vain
+    # (tools/fault_runs.py tries --seed, --max-updates and --variant as well)
+    procs = start_ranks(tmp_path, rank_1=("--checkpoint-every", "3"))
+    for rank, proc in enumerate(procs):
+        status, lines = said(proc)
+        assert status == 6 and len(lines) == 1, lines
+        assert lines[0].startswith(f"plainrl: rank {rank}: rank(s) 1 were started ")
+
+
+@pytest.mark.parametrize("kind", ["SIGKILL", "SIGSTOP"])
+def test_a_killed_or_stopped_rank_stops_the_other_with_status_6(kind, tmp_path):
+    procs = start_ranks(tmp_path, kind=kind, at=3)
+    try:
+        status, lines = said(procs[0])  # SIGSTOP: after the 5 s timeout
+    finally:
+        procs[1].kill()
+        procs[1].communicate()
+    assert status == 6 and len(lines) == 1, lines
+    assert lines[0].startswith("plainrl: rank 0: lost contact with another process")
+    assert lines[0].endswith(f"the last checkpoint, of update 2, is {tmp_path}/"
+                             "checkpoint.pt")  # fmt: skip
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["state"]["update"] == 2

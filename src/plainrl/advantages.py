@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from .checks import check, check_int, check_mask, check_real, check_tensor
+from .checks import check_type
 from .reward import check_rewards, discounts, episode_return
 from .tasks import option
+from .trajectory import Trajectory
 
 # %% ../../chapters/07_variance.ipynb #454ac776
 def reward_to_go(rewards, gamma=1.0, mask=None):
@@ -28,7 +30,11 @@ def reward_to_go(rewards, gamma=1.0, mask=None):
     lag = t[None, :] - t[:, None]  # lag[t, t'] = t' - t
     powers = discounts(T, gamma, rewards.dtype, rewards.device)[lag.clamp(min=0)]
     weight = torch.where(lag >= 0, powers, zero)
-    return torch.where(mask, torch.where(mask, rewards, zero) @ weight.T, zero)
+    R = torch.where(mask, torch.where(mask, rewards, zero) @ weight.T, zero)
+    # the rewards are finite, so an infinite sum is an overflow of the dtype
+    message = f"the reward-to-go overflows {rewards.dtype}; use a wider dtype"
+    check(torch.isfinite(R), message)
+    return R
 
 # %% ../../chapters/07_variance.ipynb #5e9335a5
 def _targets(targets, mask):
@@ -38,10 +44,13 @@ def _targets(targets, mask):
         shape = list(targets.shape)
         raise ValueError(f"targets has shape {shape}; expected [B] or [B, T], B >= 1")
     if mask is None:
-        return torch.ones_like(targets, dtype=torch.bool)
-    if targets.dim() == 1:
-        return check_tensor(mask, "mask", "bool", tuple(targets.shape), targets.device)
-    return check_mask(mask, targets.shape, targets.device)
+        mask = torch.ones_like(targets, dtype=torch.bool)
+    elif targets.dim() == 1:
+        check_tensor(mask, "mask", "bool", tuple(targets.shape), targets.device)
+    else:
+        check_mask(mask, targets.shape, targets.device)
+    check(torch.isfinite(targets) | ~mask, "targets must be finite on real steps")
+    return mask
 
 
 class MovingAverageBaseline:
@@ -57,7 +66,6 @@ class MovingAverageBaseline:
 
     def __call__(self, targets, mask=None):
         mask = _targets(targets, mask)
-        check(torch.isfinite(targets) | ~mask, "targets must be finite on real steps")
         count = mask.sum(0)
         mean = torch.where(mask, targets.detach(), 0).sum(0) / count.clamp(min=1)
         if self.value is None:
@@ -83,7 +91,17 @@ class MovingAverageBaseline:
         return {"beta": self.beta, "value": self.value}
 
     def load_state_dict(self, state):
-        self.beta, self.value = state["beta"], state["value"]
+        "Restore what state_dict() returned, checked: β in [0, 1), a finite value."
+        check_type(state, "state", dict)
+        missing = sorted({"beta", "value"} - set(state))
+        if missing:
+            raise ValueError(f"state lacks {', '.join(missing)}")
+        beta = check_real(state["beta"], "beta", 0.0, 1.0, high_open=True)
+        value = state["value"]
+        if value is not None:
+            check_tensor(value, "value", "float")
+            check(torch.isfinite(value), "value must be finite")
+        self.beta, self.value = beta, value
 
 # %% ../../chapters/07_variance.ipynb #4facb7e0
 def _groups(targets, mask, group_size, least=1):
@@ -154,6 +172,7 @@ def weigh(traj, returns="return", baseline="none", gamma=1.0, moving=None):
     return R(τ) (eq. 12) or the reward-to-go R(τ, t) (eqs. 13–14), minus a baseline b
     (eq. 15 when b is the `moving` average); group_mean_std also divides by the
     group's standard deviation (GRPO). Groups are traj.group_size consecutive rows."""
+    check_type(traj, "traj", Trajectory)
     if returns not in RETURNS:
         raise ValueError(f"returns must be one of {RETURNS}, got {returns!r}")
     if baseline not in BASELINES:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .checks import check_type
+
 # %% ../../chapters/09_scaling.ipynb #fc42ffdd
 class CheckpointError(ValueError):
     "A checkpoint that cannot be read, or that does not belong to this run."
@@ -33,7 +35,9 @@ def atomic_write(path, mode="wb"):
 
     A crash at any moment leaves the old file or the new one, never a half-written
     one: the rename is atomic on POSIX and on Windows (`os.replace`)."""
-    path = Path(path)
+    path = Path(check_type(path, "path", (str, os.PathLike)))
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb' (a file to write), got {mode!r}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600)
@@ -50,15 +54,20 @@ def atomic_write(path, mode="wb"):
 
 def save_checkpoint(checkpoint, path):
     "torch.save a dict of tensors and plain values to `path`, atomically."
+    check_type(checkpoint, "checkpoint", dict)
     with atomic_write(path) as f:
-        torch.save(checkpoint, f)
+        try:
+            torch.save(checkpoint, f)
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            why = f"must hold tensors and plain values only ({error})"
+            raise TypeError(f"checkpoint {why}") from None
 
 
 def load_checkpoint(path, keys=()):
     """The checkpoint at `path`, on the CPU, read with weights_only=True (tensors and
     plain containers only: loading it cannot run code); it must hold `keys`.
     Raises CheckpointError naming what is wrong with the file."""
-    path = Path(path)
+    path = Path(check_type(path, "path", (str, os.PathLike)))
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     if path.stat().st_size == 0:
@@ -81,9 +90,17 @@ def load_checkpoint(path, keys=()):
     return checkpoint
 
 # %% ../../chapters/09_scaling.ipynb #b2e613a6
+def _generator(env):
+    "The torch.Generator of environment `env` (checked)."
+    if not isinstance(getattr(env, "generator", None), torch.Generator):
+        kind = type(env).__name__
+        raise TypeError(f"env must be an environment with a generator, got {kind}")
+    return env.generator
+
+
 def rng_state(env):
     "Everything random the next update draws from: torch's generators, the env's own."
-    state = {"torch": torch.get_rng_state(), "env": env.generator.get_state()}
+    state = {"torch": torch.get_rng_state(), "env": _generator(env).get_state()}
     if env.device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(env.device)
     return state
@@ -91,7 +108,12 @@ def rng_state(env):
 
 def set_rng_state(env, state):
     "Restore what `rng_state(env)` saved."
+    generator = _generator(env)
+    check_type(state, "state", dict)
+    missing = sorted({"torch", "env"} - set(state))
+    if missing:
+        raise CheckpointError(f"the RNG state lacks {', '.join(missing)}")
     torch.set_rng_state(state["torch"])
-    env.generator.set_state(state["env"])
+    generator.set_state(state["env"])
     if "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], env.device)

@@ -4,8 +4,9 @@
 
 
 # %% auto #0
-__all__ = ['resolve_device', 'concrete_device', 'check', 'check_logits', 'check_int',
-           'check_real', 'check_tensor', 'check_states', 'check_mask', 'check_actions']
+__all__ = ['resolve_device', 'concrete_device', 'check', 'check_logits', 'check_type',
+           'check_int', 'check_real', 'check_tensor', 'check_states', 'check_mask',
+           'check_actions']
 
 # %% ../../chapters/01_policy.ipynb #c7e2a9d4
 import math
@@ -22,13 +23,15 @@ def resolve_device(device="auto"):
         )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    want = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        want = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
         raise ValueError(
             f"device={device!r} is not a device; expected {want}"
         ) from None
+    if dev.type == "meta":  # shapes without data: nothing can run there
+        raise ValueError(f"device={device!r} holds no data; expected {want}")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(
             f"device={device!r} asks for CUDA, but no CUDA device is available"
@@ -73,6 +76,16 @@ def check_logits(logits):
     message = "the policy's logits are NaN or infinite: its parameters have diverged"
     check(torch.isfinite(logits), message, FloatingPointError)
     return logits
+
+
+def check_type(value, name, kind):
+    "Check that `value` is an instance of `kind` (a class or a tuple); return it."
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        names = [k.__name__ for k in kinds]
+        want = " or ".join(("an " if n[0] in "AEIOUaeiou" else "a ") + n for n in names)
+        raise TypeError(f"{name} must be {want}, got {type(value).__name__}")
+    return value
 
 
 def check_int(value, name, low=1, high=None):

@@ -16,8 +16,8 @@ import torch
 
 from .advantages import VARIANTS, Weights
 from .checkpoint import CheckpointError
-from .checks import resolve_device
-from .distributed import DistributedError, launch_env
+from .checks import check_int, check_type, resolve_device
+from .distributed import DistributedError, launch_env, lost_peer
 from .engine import Algorithm, Budget, Trainer, defaults
 from .generate import cached_rollout
 from .plots import AXES
@@ -39,6 +39,12 @@ class Config:
     budget: Budget = field(default_factory=Budget)
     seed: int = option(0, "seeds the policy, the sampling and the environments")
     device: str = option("auto", "auto (CUDA if available), cpu, cuda, cuda:N, mps")
+
+    def __post_init__(self):
+        for key, part in PARTS.items():
+            check_type(getattr(self, key), key, part)
+        check_int(self.seed, "seed", 0, 2**62)
+        resolve_device(self.device)
 
 
 PARTS = {"task": TaskConfig, "algo": Algorithm, "weights": Weights, "budget": Budget}
@@ -266,6 +272,7 @@ def parser():
 # %% ../../chapters/09_scaling.ipynb #5e3a7c18
 def settings_from(args, error):
     "The Config that the parsed `args` ask for; `error(message)` for bad ones."
+    check_type(args, "args", argparse.Namespace)
     if args.old_env is not None:
         if args.name is not None and args.name != args.old_env:
             error("--env is the old name of --task; give one of them")
@@ -296,6 +303,8 @@ def settings_from(args, error):
 
 def hooks_for(cfg, args):
     "The hooks of a command-line run, in the order they must run."
+    check_type(cfg, "cfg", Config)
+    check_type(args, "args", argparse.Namespace)
     hooks = [Compiled()] if args.compile else []
     cuda = resolve_device(cfg.device).type == "cuda"
     if args.amp == "on" or (args.amp == "auto" and cuda):
@@ -312,22 +321,28 @@ def hooks_for(cfg, args):
 # %% ../../chapters/09_scaling.ipynb #e4b7a2c6
 def main(argv=None):
     "`plainrl train ...`: train, write RUN_DIR's files; returns the exit status."
+    if argv is not None:
+        check_type(argv, "argv", (list, tuple))
     p = parser()
     args = p.parse_args(argv)
     try:
-        is_main = launch_env()[0] == 0  # under torchrun only rank 0 prints
-    except DistributedError as e:
+        rank = launch_env()[0]  # under torchrun rank 0 prints, and every rank its
+    except DistributedError as e:  # own failure of the process group
         print(f"plainrl: {e}", file=sys.stderr)
         return EXIT["distributed"]
     cfg = settings_from(args, p.train.error)
     torch.set_num_threads(args.threads)
 
     def say(message, status):
-        if is_main:
-            print(f"plainrl: {message}", file=sys.stderr)
+        if rank == 0 or status == EXIT["distributed"]:
+            who = f"rank {rank}: " if status == EXIT["distributed"] else ""
+            print(f"plainrl: {who}{message}", file=sys.stderr)
         return status
 
-    hooks, checkpoints = hooks_for(cfg, args)
+    try:
+        hooks, checkpoints = hooks_for(cfg, args)
+    except (TypeError, ValueError) as e:  # e.g. --resume with --overwrite
+        p.train.error(str(e))
     sample = cached_rollout if args.kv_cache else rollout
     try:
         run = Trainer(
@@ -340,7 +355,7 @@ def main(argv=None):
             sample=sample,
             weigh=cfg.weights,
             hooks=hooks,
-            progress=args.progress and is_main,
+            progress=args.progress and rank == 0,
         ).fit()
     except Interrupted as e:
         return say(e, 128 + e.signum)
@@ -360,7 +375,11 @@ def main(argv=None):
         return say(f"cannot write {where}: {e.strerror or e}", EXIT["run_dir"])
     except (TypeError, ValueError) as e:
         return say(e, EXIT["usage"])
-    except Exception as e:  # a bug: say what, in one line
+    except Exception as e:  # a peer that died or stopped, or a bug: say which
+        lost = lost_peer(e)
+        if lost is not None:
+            where = _last_checkpoint(checkpoints)
+            return say(f"{lost}; {where}", EXIT["distributed"])
         return say(f"internal error: {type(e).__name__}: {e}", EXIT["internal"])
     return report(run, checkpoints.run_dir, say)
 
@@ -376,6 +395,7 @@ def _last_checkpoint(checkpoints):
 
 def report(run, run_dir, say):
     "The last line of a run, and its exit status: solved or not."
+    check_type(run, "run", Trainer)
     last = run.state.rows[-1]
     steps, seconds = f"{last['env_steps']:,}", f"{last['wall_s']:.1f}"
     done = f"{last['update']} updates, {steps} env steps, {seconds} s"

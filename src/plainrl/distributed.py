@@ -2,17 +2,22 @@
 
 # %% auto #0
 __all__ = ['TORCHRUN_VARS', 'DistributedError', 'launch_env', 'join', 'wrap', 'gather',
-           'gather_objects', 'digest', 'check_same', 'check_in_sync', 'leave']
+           'gather_objects', 'digest', 'check_same', 'check_in_sync', 'lost_peer',
+           'leave']
 
 # %% ../../chapters/09_scaling.ipynb #5aa66633
 import datetime
 import hashlib
 import json
 import os
+import pickle
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from .checks import check_int, check_type
 
 # %% ../../chapters/09_scaling.ipynb #48709806
 class DistributedError(RuntimeError):
@@ -25,7 +30,7 @@ TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 def launch_env(environ=None):
     """(rank, world_size, local_rank) from the variables torchrun sets; (0, 1, 0) when
     none is set. Raises DistributedError for a partial or inconsistent set."""
-    environ = os.environ if environ is None else environ
+    environ = os.environ if environ is None else check_type(environ, "environ", Mapping)
     present = [k for k in TORCHRUN_VARS if k in environ]
     if not present:
         return 0, 1, 0
@@ -49,6 +54,8 @@ def launch_env(environ=None):
 def join(device, local_rank, timeout_s=120):
     """Join the process group: nccl on CUDA (this process takes GPU `local_rank`),
     gloo otherwise; every collective fails after `timeout_s`. Returns the device."""
+    check_type(device, "device", torch.device)
+    timeout_s = check_int(timeout_s, "timeout_s")
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -70,6 +77,7 @@ def wrap(module, device):
 
 def gather(tensor):
     "The `tensor` of every rank, in rank order: [world_size, ...] (no host sync)."
+    check_type(tensor, "tensor", torch.Tensor)
     if not dist.is_initialized():
         return tensor[None]
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
@@ -79,6 +87,10 @@ def gather(tensor):
 
 def gather_objects(obj):
     "The picklable `obj` of every rank, as a list in rank order."
+    try:  # found on one process too, not only under torchrun
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError) as error:
+        raise TypeError(f"obj must be picklable: {error}") from None
     if not dist.is_initialized():
         return [obj]
     objects = [None] * dist.get_world_size()
@@ -88,7 +100,11 @@ def gather_objects(obj):
 
 def digest(settings):
     "A short hash of `settings`, a dict of plain values."
-    text = json.dumps(settings, sort_keys=True, default=str)
+    check_type(settings, "settings", dict)
+    try:
+        text = json.dumps(settings, sort_keys=True)
+    except (TypeError, ValueError) as error:  # an object: its text may hold an address
+        raise TypeError(f"settings must hold plain values only: {error}") from None
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -106,6 +122,7 @@ def check_same(settings):
 
 def check_in_sync(module):
     "Raise DistributedError unless every rank holds exactly rank 0's parameters."
+    check_type(module, "module", torch.nn.Module)
     if not dist.is_initialized():
         return
     flat = torch.cat([p.detach().reshape(-1) for p in module.parameters()])
@@ -115,6 +132,20 @@ def check_in_sync(module):
     dist.all_reduce(same, op=dist.ReduceOp.MIN)
     if same.item() != 1.0:
         raise DistributedError("the ranks' parameters differ: DDP lost sync")
+
+
+def lost_peer(error):
+    """`error` as a one-line DistributedError if it is a collective that failed because
+    a peer process died, stopped or timed out; None for any other error. (NCCL raises
+    torch's DistError; gloo a RuntimeError whose message names its source, gloo/...)"""
+    check_type(error, "error", BaseException)
+    text = str(error)
+    if not (isinstance(error, dist.DistError) or "/gloo/" in text):
+        return None
+    what = text.split("] ", 1)[-1].split(". ")[0].splitlines()[0]  # not the source
+    return DistributedError(
+        f"lost contact with another process (it died, stopped or timed out): {what}"
+    )
 
 
 def leave():

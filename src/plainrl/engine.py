@@ -10,16 +10,18 @@ __all__ = ['Algorithm', 'whole_return', 'take', 'minibatches', 'update', 'Budget
 # %% ../../chapters/06_reinforce.ipynb #8dd5a6a1
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 from tqdm import tqdm
 
-from .checks import check_int, check_real, resolve_device
+from .checks import check, check_int, check_real, check_tensor, check_type
+from .checks import resolve_device
 from .losses import AGGREGATIONS, reinforce_loss
 from .reward import episode_return
 from .tasks import TASKS, TaskConfig, option
-from .trajectory import rollout
+from .trajectory import Trajectory, rollout
 
 # %% ../../chapters/06_reinforce.ipynb #1abd358b
 @dataclass
@@ -34,6 +36,7 @@ class Algorithm:
 
     def __post_init__(self):
         check_real(self.lr, "lr", low=0, low_open=True)
+        check_type(self.aggregate, "aggregate", str)
         if self.aggregate not in AGGREGATIONS:
             choices = tuple(AGGREGATIONS)
             raise ValueError(
@@ -47,12 +50,18 @@ class Algorithm:
 # %% ../../chapters/06_reinforce.ipynb #0731fb11
 def whole_return(traj, gamma=1.0):
     "The weights of eq. 12: R(τ) at every step of τ, [B, T] (0 on padding)."
+    check_type(traj, "traj", Trajectory)
     R = episode_return(traj.rewards, gamma, traj.mask)  # eqs. 3–4
     return torch.where(traj.mask, R[:, None], torch.zeros_like(R[:, None]))
 
 
 def take(traj, rows):
     "The trajectories `rows` (an index tensor or a slice) of `traj`, as a Trajectory."
+    check_type(traj, "traj", Trajectory)
+    if not isinstance(rows, slice):
+        B = traj.actions.shape[0]
+        check_tensor(rows, "rows", "int", (None,), traj.actions.device)
+        check((rows >= 0) & (rows < B), f"rows must lie in [0, {B})")
     tensors = {f.name: getattr(traj, f.name) for f in fields(traj)}
     taken = {k: v[rows] for k, v in tensors.items() if isinstance(v, torch.Tensor)}
     return replace(traj, **taken)
@@ -60,7 +69,9 @@ def take(traj, rows):
 
 def minibatches(traj, weights, n):
     "`n` minibatches of the rows of (traj, weights), in a random order when n > 1."
-    if n == 1:
+    check_type(traj, "traj", Trajectory)
+    check_tensor(weights, "weights", "float", traj.mask.shape, traj.mask.device)
+    if check_int(n, "n") == 1:
         return [(traj, weights)]
     B = traj.actions.shape[0]
     if n > B:
@@ -80,6 +91,8 @@ def update(model, optimizer, traj, weights, algo, loss=reinforce_loss):
 
     Returns the mean loss and the last gradient norm (before clipping), detached tensors
     on the device: nothing here waits for the device."""
+    check_type(optimizer, "optimizer", torch.optim.Optimizer)
+    check_type(algo, "algo", Algorithm)
     aggregate = AGGREGATIONS[algo.aggregate]
     max_norm = math.inf if algo.max_grad_norm is None else algo.max_grad_norm
     losses = []
@@ -90,7 +103,12 @@ def update(model, optimizer, traj, weights, algo, loss=reinforce_loss):
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
+            try:
+                optimizer.step()
+            except RuntimeError as error:  # a step too large for the parameters' dtype
+                if "overflow" not in str(error):
+                    raise
+                raise FloatingPointError(f"the optimizer's step: {error}") from None
             losses.append(value.detach())
     return torch.stack(losses).mean(), norm.detach()
 
@@ -110,12 +128,14 @@ class Budget:
     def __post_init__(self):
         for name in ("max_updates", "max_env_steps", "window"):
             check_int(getattr(self, name), name)
+        check_type(self.stop_when_solved, "stop_when_solved", bool)
         if self.target is not None:
             check_real(self.target, "target")
 
 
 def defaults(name):
     "The settings measured for task `name`: (TaskConfig, Algorithm, Budget)."
+    TaskConfig(name)  # refuses a name that is no task
     measured = {"name": name, **TASKS[name].defaults}
     parts = []
     for part in (TaskConfig, Algorithm, Budget):
@@ -135,12 +155,28 @@ class RunState:
     recent: list = field(default_factory=list)  # R(τ) of the last finished episodes
     solved_at: int | None = None  # the first update that reached the target
 
+    def __post_init__(self):
+        check_int(self.update, "update", low=0)
+        check_int(self.env_steps, "env_steps", low=0)
+        check_real(self.wall_s, "wall_s", low=0)
+        check_type(self.rows, "rows", list)
+        check_type(self.recent, "recent", list)
+        if self.solved_at is not None:
+            check_int(self.solved_at, "solved_at", low=1, high=self.update)
+
     def state_dict(self):
         return asdict(self)
 
     def load_state_dict(self, state):
-        for name, value in state.items():
-            setattr(self, name, value)
+        "Restore what state_dict() returned (every field, checked)."
+        check_type(state, "state", dict)
+        names = {f.name for f in fields(self)}
+        if set(state) != names:
+            keys = sorted(set(state) ^ names)
+            raise ValueError(f"state must hold exactly {sorted(names)}; not {keys}")
+        checked = RunState(**state)
+        for name in names:
+            setattr(self, name, getattr(checked, name))
 
 # %% ../../chapters/06_reinforce.ipynb #2a97cdbc
 class Trainer:
@@ -156,16 +192,21 @@ class Trainer:
     def __init__(self, task, policy=None, algo=None, budget=None, *, seed=0,
                  device="auto", sample=rollout, weigh=whole_return, loss=reinforce_loss,
                  hooks=(), progress=False):  # fmt: skip
-        if not isinstance(task, TaskConfig):
-            raise TypeError(f"task must be a TaskConfig, got {type(task).__name__}")
-        self.task, self.spec = task, TASKS[task.name]
+        self.task, self.spec = check_type(task, "task", TaskConfig), TASKS[task.name]
+        if policy is not None:
+            check_type(policy, "policy", torch.nn.Module)
         self.policy = policy
-        self.algo = Algorithm() if algo is None else algo
+        self.algo = Algorithm() if algo is None else check_type(algo, "algo", Algorithm)
         self.budget = Budget() if budget is None else budget
-        self.seed = check_int(seed, "seed", low=0)
+        check_type(self.budget, "budget", Budget)
+        self.seed = check_int(seed, "seed", low=0, high=2**62)
         self.device = resolve_device(device)
+        for name, stage in (("sample", sample), ("weigh", weigh), ("loss", loss)):
+            check_type(stage, name, Callable)
         self.sample, self.weigh, self.loss = sample, weigh, loss
-        self.hooks, self.progress = list(hooks), progress
+        check_type(hooks, "hooks", (list, tuple))
+        self.hooks = list(hooks)
+        self.progress = check_type(progress, "progress", bool)
         self.rank, self.world_size = 0, 1  # one process; chapter 9 runs several
         self.gather = lambda logged: logged[None]  # every process's numbers
         self.state = RunState()
@@ -218,13 +259,13 @@ class Trainer:
         "One update: the stages, then the log. Only the log waits for the device."
         try:
             traj = self.sample(self.env, self.policy)  # 1. sample N trajectories
-        except FloatingPointError as error:  # the policy's logits are NaN or infinite
+            weights = self.weigh(traj)  # 2. weigh every step
+            loss, norm = update(  # 3.–4. per-token loss, aggregate, step
+                self.model, self.optimizer, traj, weights, self.algo, self.loss
+            )
+        except FloatingPointError as error:  # NaN or infinite logits, a step too large
             at = self.state.update + 1
             raise FloatingPointError(f"training diverged at update {at}: {error}")
-        weights = self.weigh(traj)  # 2. weigh every step
-        loss, norm = update(  # 3.–4. per-token loss, aggregate, step
-            self.model, self.optimizer, traj, weights, self.algo, self.loss
-        )
         return self.log(traj, loss, norm)
 
     def log(self, traj, loss, norm):

@@ -9,7 +9,7 @@ __all__ = ['AGGREGATIONS', 'reinforce_loss', 'seq_sum', 'seq_mean', 'token_mean'
 # %% ../../chapters/05_policy_gradient.ipynb #bc5566ab
 import torch
 
-from .checks import check_mask, check_tensor
+from .checks import check, check_mask, check_tensor
 
 # %% ../../chapters/05_policy_gradient.ipynb #6cdc4651
 def reinforce_loss(log_probs, weights, batch=None):
@@ -23,6 +23,7 @@ def reinforce_loss(log_probs, weights, batch=None):
         raise ValueError(f"log_probs has shape {shape}; expected [B, T], B >= 1")
     shape, device = tuple(log_probs.shape), log_probs.device
     check_tensor(weights, "weights", "float", shape, device)
+    check(torch.isfinite(weights), "weights must be finite (no NaN or inf)")
     return -log_probs * weights.detach()
 
 # %% ../../chapters/05_policy_gradient.ipynb #9ec0a215

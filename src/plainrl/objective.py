@@ -10,9 +10,11 @@ __all__ = ['exact_objective', 'tabular_batch_gradients']
 import torch
 from torch.distributions import Categorical
 
-from .checks import check_int
+from .checks import check_int, check_type
 from .losses import reinforce_loss, seq_sum
+from .policy import TabularPolicy
 from .probability import enumerate_trajectories, log_trajectory_prob
+from .trajectory import Trajectory
 
 # %% ../../chapters/05_policy_gradient.ipynb #ac5e821e
 def exact_objective(mdp, policy, gamma=1.0):
@@ -28,6 +30,8 @@ def tabular_batch_gradients(policy, traj, weights, n_batches):
     `traj`, in one backward pass -> [n_batches, S, A], for a TabularPolicy.
 
     Each batch gets its own copy of the logits table: its gradient is that batch's ĝ."""
+    check_type(policy, "policy", TabularPolicy)
+    check_type(traj, "traj", Trajectory)
     B = traj.actions.shape[0]
     check_int(n_batches, "n_batches")
     if B % n_batches:

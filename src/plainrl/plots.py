@@ -8,6 +8,9 @@ __all__ = ['AXES', 'plot_learning_curves']
 
 # %% ../../chapters/06_reinforce.ipynb #ed64dc6a
 import torch
+from matplotlib.axes import Axes
+
+from .checks import check_type
 
 AXES = {"update": "update", "env_steps": "environment steps", "wall_s": "seconds"}
 
@@ -15,8 +18,16 @@ AXES = {"update": "update", "env_steps": "environment steps", "wall_s": "seconds
 def plot_learning_curves(ax, runs, x="update", title=None):
     """The score of `runs` (one per seed) on `ax`, against the update, the environment
     steps or the seconds (`x`): mean and min–max band over the seeds, and the target."""
+    check_type(runs, "runs", (list, tuple))
+    if not runs:
+        raise ValueError("runs must hold at least one run, got none")
+    for run in runs:
+        if not hasattr(run, "state") or not hasattr(run, "score"):
+            kind = type(run).__name__
+            raise TypeError(f"runs must be runs of the engine (Trainers), got {kind}")
     if x not in AXES:
         raise ValueError(f"x must be one of {tuple(AXES)}, got {x!r}")
+    check_type(ax, "ax", Axes)
     score, target = runs[0].score, runs[0].target
     if x == "update":  # the seeds share the x axis: their mean and range
         n = min(len(run.state.rows) for run in runs)  # the updates every run reached

@@ -62,6 +62,9 @@ def log_trajectory_prob(mdp, policy, states, actions):
     their first T steps); `policy` maps states to a Categorical over mdp.n_actions."""
     if not isinstance(mdp, TabularMDP):
         raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    if not callable(policy):
+        kind = type(policy).__name__
+        raise TypeError(f"policy must map states to a Categorical, got {kind}")
     check_tensor(states, "states", "int", (None, None), mdp.device)
     check_tensor(actions, "actions", "int", (None, None), mdp.device)
     N, T = actions.shape

@@ -22,9 +22,10 @@ from matplotlib.figure import Figure
 
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
-from .checks import check_int
+from .checks import check, check_int, check_real, check_tensor, check_type
 from .distributed import check_in_sync, check_same, gather, gather_objects
 from .distributed import join, launch_env, leave, wrap
+from .engine import Trainer
 from .envs.cartpole import CartPole
 from .envs.fused import FusedCartPole
 from .plots import AXES, plot_learning_curves
@@ -48,6 +49,7 @@ def _plain(x):
 def settings(trainer, budget=True):
     """The settings of a run, as plain values: what every rank must share and (all
     but the budget) what a resumed run must keep."""
+    check_type(trainer, "trainer", Trainer)
     dtype = getattr(trainer.policy, "compute_dtype", None)
     out = {
         "task": _plain(trainer.task),
@@ -88,11 +90,13 @@ def _to(obj, device):
 # %% ../../chapters/09_scaling.ipynb #023677ee
 class Distributed:
     """Hook: one process of a torchrun group (a group of one without torchrun). It
-    joins the group in `begin`, checks the ranks' settings and wraps the model in DDP
-    in `ready`, and leaves in `end`. `timeout_s` bounds every wait for a peer."""
+    joins the group in `begin`, checks that the ranks share the run's settings and
+    their hooks' (each hook's `shared` dict) and wraps the model in DDP in `ready`, and
+    leaves in `end`. `timeout_s` bounds every wait for a peer."""
 
     def __init__(self, timeout_s=120):
         self.timeout_s = check_int(timeout_s, "timeout_s")
+        self.shared = {"timeout_s": self.timeout_s}
         self.joined = False
 
     def begin(self, trainer):
@@ -106,7 +110,8 @@ class Distributed:
     def ready(self, trainer):
         if not self.joined:
             return
-        check_same(settings(trainer))
+        hooks = [(type(h).__name__, getattr(h, "shared", None)) for h in trainer.hooks]
+        check_same({**settings(trainer), "hooks": hooks})
         trainer.model = wrap(trainer.model, trainer.device)
         trainer.gather = gather
 
@@ -135,7 +140,10 @@ class Autocast:
     that have no compute_dtype."""
 
     def __init__(self, dtype=torch.bfloat16, required=True):
-        self.dtype, self.required = dtype, required
+        check_type(dtype, "dtype", torch.dtype)
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be a 16-bit float dtype, got {dtype}")
+        self.dtype, self.required = dtype, check_type(required, "required", bool)
 
     def ready(self, trainer):
         policy = trainer.policy
@@ -155,7 +163,7 @@ class Interrupted(Exception):
 
     def __init__(self, signum, message):
         super().__init__(message)
-        self.signum = signum
+        self.signum = check_int(signum, "signum", 1, signal.NSIG - 1)
 
 
 FILES = ("checkpoint.pt", "metrics.csv", "learning_curve.png")  # what a run writes
@@ -173,8 +181,9 @@ class Checkpoints:
     finishes, a checkpoint is written, then `Interrupted` is raised."""
 
     def __init__(self, run_dir, every=50, resume=False, overwrite=False, x="update"):
-        if not isinstance(run_dir, (str, os.PathLike)) or not str(run_dir):
-            raise ValueError(f"run_dir must be a non-empty path, got {run_dir!r}")
+        check_type(run_dir, "run_dir", (str, os.PathLike))
+        if not str(run_dir):
+            raise ValueError("run_dir must be a non-empty path, got ''")
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "checkpoint.pt"
         self.every = check_int(every, "every")
@@ -186,6 +195,8 @@ class Checkpoints:
         if x not in AXES:
             raise ValueError(f"x must be one of {tuple(AXES)}, got {x!r}")
         self.resume, self.overwrite, self.x = resume, overwrite, x
+        self.shared = {"run_dir": str(run_dir), "every": self.every, "resume": resume,
+                       "overwrite": overwrite, "x": x}  # fmt: skip
         self.saved_at, self.signum, self._lock, self._handlers = None, None, None, {}
 
     # -------- before training
@@ -330,6 +341,11 @@ class Checkpoints:
 
 def write_metrics(rows, path):
     "One CSV row per update, written atomically."
+    check_type(rows, "rows", list)
+    if not rows:
+        raise ValueError("rows must hold at least one row (a dict per update), got []")
+    for row in rows:
+        check_type(row, "each of rows", dict)
     names = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_write(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=names)
@@ -339,6 +355,7 @@ def write_metrics(rows, path):
 
 def write_learning_curve(run, path, x="update"):
     "The learning curve of `run` (a Trainer) as a PNG, written atomically."
+    check_type(run, "run", Trainer)
     fig = Figure(figsize=(5.5, 3.2), layout="tight")
     plot_learning_curves(fig.subplots(), [run], x=x)
     with atomic_write(path) as f:
@@ -348,6 +365,16 @@ def write_learning_curve(run, path, x="update"):
 def clipped_loss(log_probs, weights, batch, clip=0.2):
     """A PPO-style clipped per-token loss [B, T]: -min(ρ_t w_t, clip(ρ_t, 1 ± clip) w_t)
     with ρ_t = exp(log π_θ(a_t|s_t) - batch.log_probs), the sampling-time log-probs."""
+    check_tensor(log_probs, "log_probs", "float", (None, None))
+    shape, device = tuple(log_probs.shape), log_probs.device
+    check_tensor(weights, "weights", "float", shape, device)
+    sampled = getattr(batch, "log_probs", None)
+    if not isinstance(sampled, torch.Tensor):
+        kind = type(batch).__name__
+        raise TypeError(f"batch must hold the sampling-time log_probs, got {kind}")
+    check_tensor(sampled, "batch.log_probs", "float", shape, device)
+    check(torch.isfinite(weights), "weights must be finite (no NaN or inf)")
+    clip = check_real(clip, "clip", 0, low_open=True)
     ratio = torch.exp(log_probs - batch.log_probs)
     w = weights.detach()
     clipped = ratio.clamp(1 - clip, 1 + clip)

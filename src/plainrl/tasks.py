@@ -7,9 +7,10 @@
 __all__ = ['RTG_BASELINE', 'TASKS', 'option', 'TaskConfig', 'Task']
 
 # %% ../../chapters/06_reinforce.ipynb #565e7265
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .checks import check_int
+from .checks import check_int, check_real, check_type
 from .envs.cartpole import CartPole
 from .envs.tabular import optimal_value, slippery_chain
 from .envs.tokens import MAX_ANSWER_LEN, TokenTask
@@ -20,6 +21,7 @@ from .pretrain import base_model
 # %% ../../chapters/06_reinforce.ipynb #e6f7f79d
 def option(default, help):
     "A dataclass field with a one-line `help`, from which the command line is made."
+    check_type(help, "help", str)
     return field(default=default, metadata={"help": help})
 
 
@@ -35,12 +37,15 @@ class TaskConfig:
     stop: bool = option(False, "tokens: an answer may end early with EOS")
 
     def __post_init__(self):
+        check_type(self.name, "name", str)
         if self.name not in TASKS:
             raise ValueError(f"name must be one of {tuple(TASKS)}, got {self.name!r}")
-        check_int(self.num_envs, "num_envs")
-        check_int(self.hidden, "hidden")
+        # sizes beyond any machine's memory: refused here, not when allocating
+        check_int(self.num_envs, "num_envs", 1, 2**24)
+        check_int(self.hidden, "hidden", 1, 2**16)
         check_int(self.answer_len, "answer_len", 1, MAX_ANSWER_LEN)
         check_int(self.group_size, "group_size")
+        check_type(self.stop, "stop", bool)
         if self.num_envs % self.group_size:
             raise ValueError(
                 f"num_envs={self.num_envs} must be a multiple of "
@@ -61,6 +66,17 @@ class Task:
     score_of: object  # (returns of recent episodes, measured) -> the score
     measure: object = None  # (env, policy) -> a scalar tensor, computed once per update
     defaults: dict = field(default_factory=dict)  # measured settings (chapter 6)
+
+    def __post_init__(self):
+        for name in ("make_env", "make_policy", "score_of"):
+            check_type(getattr(self, name), name, Callable)
+        check_type(self.score, "score", str)
+        check_type(self.label, "label", str)
+        if not callable(self.target):
+            check_real(self.target, "target")
+        if self.measure is not None:
+            check_type(self.measure, "measure", Callable)
+        check_type(self.defaults, "defaults", dict)
 
 
 def _chain(cfg, seed, device):
