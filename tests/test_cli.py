@@ -128,3 +128,52 @@ def test_python_dash_m():
     command = [sys.executable, "-m", "plainrl", "train", "--help"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0 and "--max-env-steps" in result.stdout
+
+
+def test_sample_answers_with_a_runs_policy(tmp_path, capsys):
+    "`plainrl sample` rebuilds the policy of a token-task run from its checkpoint."
+    args = ["train", "--task", "tokens", "--device", "cpu", "--no-progress"]
+    args += ["--run-dir", str(tmp_path), "--max-updates", "2", "--num-envs", "16"]
+    assert main(args) == EXIT["unsolved"]
+    ask = ["sample", "--run-dir", str(tmp_path), "--prompt", "7=", "--prompt", "3="]
+    assert main([*ask, "--samples", "3", "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["7=", "3="]
+    assert all(len(line.split()) == 1 + 3 for line in lines)
+    assert main([*ask, "--greedy", "--samples", "2", "--device", "cpu"]) == 0
+    greedy = capsys.readouterr().out.splitlines()
+    assert all(len(set(line.split()[1:])) == 1 for line in greedy)  # one answer
+    bad = ["sample", "--run-dir", str(tmp_path), "--prompt", "7=x", "--device", "cpu"]
+    assert main(bad) == EXIT["usage"]
+    assert "texts holds '7=x'" in capsys.readouterr().err
+    assert main(["sample", "--run-dir", str(tmp_path / "none"), "--prompt", "7="]) == 4
+    assert run_cli(tmp_path / "chain", "--max-updates", "1") == 1
+    chain = ["sample", "--run-dir", str(tmp_path / "chain"), "--prompt", "7="]
+    assert main(chain) == EXIT["usage"]
+    assert "expected a token task" in capsys.readouterr().err
+
+
+def test_a_hugging_face_model_trains_from_the_command_line(tmp_path, capsys):
+    "--model: a transformers causal LM saved in a directory is the policy."
+    hf = pytest.importorskip("plainrl.hf")
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from plainrl.envs.addition import CHARS, EOS, PAD
+
+    tokenizer = hf.char_tokenizer(CHARS[:EOS])
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=16, n_embd=16,
+                        n_layer=1, n_head=2, bos_token_id=EOS, eos_token_id=EOS,
+                        pad_token_id=PAD)  # fmt: skip
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    args = ["train", "--task", "addition", "--model", str(tmp_path / "model")]
+    args += ["--device", "cpu", "--no-progress", "--run-dir", str(tmp_path / "run")]
+    args += ["--max-updates", "2", "--num-envs", "16", "--group-size", "4"]
+    assert main(args) == EXIT["unsolved"]
+    ask = ["sample", "--run-dir", str(tmp_path / "run"), "--prompt", "47+385="]
+    assert main([*ask, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.startswith("47+385= ")
+    tabular = ["train", "--task", "tabular", "--model", str(tmp_path / "model")]
+    tabular += ["--device", "cpu", "--run-dir", str(tmp_path / "t")]
+    assert main(tabular) == EXIT["usage"]
+    assert "--model needs a token task" in capsys.readouterr().err

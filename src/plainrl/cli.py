@@ -2,7 +2,8 @@
 
 # %% auto #0
 __all__ = ['PARTS', 'FLAG', 'EXIT', 'EPILOG', 'Config', 'config', 'parser',
-           'settings_from', 'hooks_for', 'main', 'report']
+           'settings_from', 'hooks_for', 'main', 'report', 'hf_policy', 'load_policy',
+           'answer']
 
 # %% ../../chapters/09_scaling.ipynb #cf377165
 import argparse
@@ -15,14 +16,17 @@ from pathlib import Path
 import torch
 
 from .advantages import VARIANTS, Weights
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .checks import check_int, check_type, resolve_device
 from .distributed import DistributedError, launch_env, lost_peer
 from .engine import Algorithm, Budget, Trainer, defaults
-from .generate import cached_rollout
+from .envs.tokens import TokenTask
+from .generate import cached_rollout, generate
+from .lm import OneForwardPass
 from .plots import AXES
 from .runs import Autocast, Checkpoints, Compiled, Distributed, Interrupted
-from .runs import RunDirError
+from .policy import TransformerPolicy
+from .runs import KEYS, RunDirError
 from .tasks import TASKS, TaskConfig, option
 from .trajectory import rollout
 
@@ -231,10 +235,17 @@ def parser():
         help="cartpole: the step as one compiled kernel (default: off)",
     )
     r.add_argument(
+        "--model",
+        metavar="NAME_OR_PATH",
+        help="token tasks: a Hugging Face causal LM (a directory or a hub name) as "
+        "the policy; needs the hf extra (default: the task's own policy)",
+    )
+    r.add_argument(
         "--kv-cache",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="sample a transformer with its key-value cache (default: on)",
+        help="sample a transformer with its key-value cache and read each answer in "
+        "one forward pass (default: on)",
     )
     r.add_argument(
         "--amp",
@@ -267,6 +278,29 @@ def parser():
     )
     t.add_argument("--full-budget", action="store_true", help=argparse.SUPPRESS)
     p.train = t  # for its error()
+    s = commands.add_parser(
+        "sample",
+        help="answer prompts with the policy of a run",
+        description="Answer prompts with the trained policy in RUN_DIR/checkpoint.pt "
+        "(a token task's run: tokens or addition).",
+    )
+    s.add_argument("--run-dir", type=_run_dir, required=True, help="a run's directory")
+    s.add_argument(
+        "--prompt",
+        action="append",
+        required=True,
+        help="a prompt, e.g. 47+385= (repeat the flag for more)",
+    )
+    n = _bounded(int, 1, 2**16, "an int in [1, 65536]")
+    s.add_argument(
+        "--samples", type=n, default=1, help="answers per prompt (default: 1)"
+    )
+    s.add_argument("--greedy", action="store_true", help="the most likely answer")
+    tau = _bounded(float, 1e-3, 1e3, "a number in [0.001, 1000]")
+    s.add_argument("--temperature", type=tau, default=1.0, help="default: 1")
+    s.add_argument("--seed", type=seed, default=0, help="default: 0")
+    s.add_argument("--device", type=_device, default="auto", help="default: auto")
+    p.sample = s
     return p
 
 # %% ../../chapters/09_scaling.ipynb #5e3a7c18
@@ -309,6 +343,8 @@ def hooks_for(cfg, args):
     cuda = resolve_device(cfg.device).type == "cuda"
     if args.amp == "on" or (args.amp == "auto" and cuda):
         hooks.append(Autocast(required=args.amp == "on"))
+    if args.kv_cache:  # before Distributed, which wraps the model the update reads
+        hooks.append(OneForwardPass())
     w = cfg.weights
     run_dir = args.run_dir or Path("runs") / (
         f"{cfg.task.name}-{w.returns}-{w.baseline}-seed{cfg.seed}"
@@ -320,11 +356,13 @@ def hooks_for(cfg, args):
 
 # %% ../../chapters/09_scaling.ipynb #e4b7a2c6
 def main(argv=None):
-    "`plainrl train ...`: train, write RUN_DIR's files; returns the exit status."
+    "`plainrl train ...` or `plainrl sample ...`; returns the exit status."
     if argv is not None:
         check_type(argv, "argv", (list, tuple))
     p = parser()
     args = p.parse_args(argv)
+    if args.command == "sample":
+        return answer(args)
     try:
         rank = launch_env()[0]  # under torchrun rank 0 prints, and every rank its
     except DistributedError as e:  # own failure of the process group
@@ -345,9 +383,10 @@ def main(argv=None):
         p.train.error(str(e))
     sample = cached_rollout if args.kv_cache else rollout
     try:
+        policy = None if args.model is None else hf_policy(cfg, args.model)
         run = Trainer(
             cfg.task,
-            None,
+            policy,
             cfg.algo,
             cfg.budget,
             seed=cfg.seed,
@@ -413,3 +452,64 @@ def report(run, run_dir, say):
             f"{run.target:.3f}; wrote {files} and learning_curve.png"
         )
     return EXIT["solved"]
+
+
+def hf_policy(cfg, model):
+    "The Hugging Face causal LM `model` (a path or a hub name) as the policy of `cfg`."
+    try:
+        from plainrl import hf
+    except ImportError:
+        raise ValueError(
+            "--model needs the hf extra: pip install 'plainrl[hf]'"
+        ) from None
+    env = TASKS[cfg.task.name].make_env(cfg.task, 0, "cpu")
+    if not isinstance(env, TokenTask):
+        name = cfg.task.name
+        raise ValueError(f"--model needs a token task (tokens, addition), got {name}")
+    return hf.from_pretrained(model, cfg.device, env=type(env))
+
+# %% ../../chapters/09_scaling.ipynb #18b3e426
+def load_policy(run_dir, device="auto"):
+    """The trained policy of the token-task run in `run_dir` (its checkpoint), and one
+    copy of its task: (policy, env)."""
+    ckpt = load_checkpoint(Path(run_dir) / "checkpoint.pt", KEYS)
+    saved = ckpt["settings"]
+    task = TaskConfig(**saved["task"])
+    env = TASKS[task.name].make_env(task, 0, device)
+    if not isinstance(env, TokenTask):
+        raise ValueError(f"{run_dir} holds a {task.name} run; expected a token task")
+    shape = saved.get("policy") or {}
+    if "model" in shape:  # a Hugging Face model (--model)
+        policy = hf_policy(config(task.name, device=device), shape["model"])
+    elif "vocab_size" in shape:
+        policy = TransformerPolicy(**shape, device=device)
+    else:
+        raise CheckpointError(f"{run_dir}/checkpoint.pt does not record its policy")
+    try:
+        policy.load_state_dict(ckpt["policy"])
+    except RuntimeError as error:
+        why = str(error).splitlines()[0]
+        raise CheckpointError(f"cannot load {run_dir}/checkpoint.pt: {why}") from None
+    return policy, env
+
+
+def answer(args):
+    "`plainrl sample ...`: print answers of a run's policy to the prompts."
+    torch.manual_seed(args.seed)
+    try:
+        policy, env = load_policy(args.run_dir, args.device)
+        prompts = env.encode(args.prompt).repeat_interleave(args.samples, 0)
+        with torch.no_grad():
+            tokens, _, _ = generate(policy, prompts, env.max_steps, args.temperature,
+                                    env.eos_id, args.greedy)  # fmt: skip
+    except CheckpointError as e:
+        print(f"plainrl: {e}", file=sys.stderr)
+        return EXIT["checkpoint"]
+    except (TypeError, ValueError) as e:
+        print(f"plainrl: {e}", file=sys.stderr)
+        return EXIT["usage"]
+    answers = env.decode(tokens)
+    for i, text in enumerate(args.prompt):
+        tries = answers[i * args.samples : (i + 1) * args.samples]
+        print(text, " ".join(tries))
+    return 0

@@ -16,6 +16,7 @@ from torch.distributions import Categorical
 from .checks import check_int, check_real, check_tensor, resolve_device
 from .envs.addition import BLOCK_SIZE, EOS, EQUALS, VOCAB_SIZE
 from .envs.addition import Prompts, corpus
+from .envs.tokens import TokenTask
 from .policy import TransformerPolicy
 
 # %% ../../chapters/08_verifier.ipynb #9a81c308
@@ -92,7 +93,10 @@ class WholeAnswers(torch.nn.Module):
 
 
 class OneForwardPass:
-    "An engine hook: the update reads each answer in one forward pass (WholeAnswers)."
+    """An engine hook: the update reads each answer in one forward pass (WholeAnswers)
+    — for a token task and a policy with a cache (chapter 1's transformer, or a Hugging
+    Face model); any other pair keeps the engine's forward pass per step."""
 
     def ready(self, trainer):
-        trainer.model = WholeAnswers(trainer.policy, trainer.env.prompt_len)
+        if isinstance(trainer.env, TokenTask) and hasattr(trainer.policy, "new_cache"):
+            trainer.model = WholeAnswers(trainer.policy, trainer.env.prompt_len)

@@ -57,6 +57,7 @@ def settings(trainer, budget=True):
         "weigh": _plain(trainer.weigh),
         "loss": _plain(trainer.loss),
         "env": type(trainer.env).__name__,
+        "policy": _plain(getattr(trainer.policy, "config", None)),  # its shape
         "seed": trainer.seed,
         "world_size": trainer.world_size,
         "compute_dtype": str(dtype).replace("torch.", "") if dtype else "float32",
