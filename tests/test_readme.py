@@ -9,9 +9,10 @@
   `.venv/bin/...` works as pasted and run directories land in the temporary directory.
   Not run: `make ...` lines (make sets up and checks everything; `make test` runs this
   file) and lines whose comment says `# not run by the tests: <reason>` (installs,
-  downloads). A `plainrl train` line (not `--help`) runs with TINY_BUDGET appended: it
-  must parse its flags, train and write metrics.csv; exit 0 (solved) or 1 (the budget
-  ran out) both pass.
+  downloads). A `plainrl train` line (not `--help`) runs with TINY_BUDGET appended to
+  its train command (a line `train ...; sample ...` trains, then samples): it must
+  parse its flags, train and write metrics.csv; exit 0 (solved) or 1 (the budget ran
+  out) both pass.
 - No line holds a placeholder (`...`, `<name>`): every value in a block is a real one.
 """
 
@@ -116,8 +117,12 @@ def test_bash_line_runs(doc, i, line, tmp_path):
     (tmp_path / ".venv").symlink_to(sys.prefix)  # the environment this test runs in
     command = code(line)
     trains = " train " in f" {command} " and "--help" not in command
-    if trains:
-        command = " ".join([command, *TINY_BUDGET])
+    if trains:  # the budget goes to the train command of `train ...; sample ...`
+        parts = command.split("; ")
+        parts = [
+            " ".join([p, *TINY_BUDGET]) if " train " in f" {p} " else p for p in parts
+        ]
+        command = "; ".join(parts)
     result = run(["bash", "-c", command], tmp_path)
     error = (
         f"{doc}: `{command}` fails:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"

@@ -99,6 +99,7 @@ examples:
   plainrl train --task cartpole --run-dir runs/a --max-updates 50
   plainrl train --task cartpole --run-dir runs/a --max-updates 100 --resume
   torchrun --nproc_per_node=4 -m plainrl train --task tokens    4 processes, one run
+  plainrl sample --run-dir runs/t --prompt 7= --samples 4   answers of a run's policy
 
 exit status: 0 solved; 1 the budget ran out first; 2 bad arguments or settings;
 3 diverged (NaN or inf; the last checkpoint is kept); 4 a checkpoint that cannot be
