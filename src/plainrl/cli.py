@@ -457,6 +457,9 @@ def report(run, run_dir, say):
 
 def hf_policy(cfg, model):
     "The Hugging Face causal LM `model` (a path or a hub name) as the policy of `cfg`."
+    check_type(cfg, "cfg", Config)
+    if not isinstance(model, str) or not model:
+        raise TypeError(f"model must be a path or a hub name, got {model!r}")
     try:
         from plainrl import hf
     except ImportError:
@@ -496,6 +499,7 @@ def load_policy(run_dir, device="auto"):
 
 def answer(args):
     "`plainrl sample ...`: print answers of a run's policy to the prompts."
+    check_type(args, "args", argparse.Namespace)
     torch.manual_seed(args.seed)
     try:
         policy, env = load_policy(args.run_dir, args.device)
