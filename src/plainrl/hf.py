@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers import PreTrainedTokenizerFast
 
-from .checks import check, check_int, check_logits, check_mask, check_real
+from .checks import check, check_int, check_mask
 from .checks import check_tensor, resolve_device
 from .policy import TransformerPolicy
 
@@ -192,22 +192,12 @@ class HFPolicy(nn.Module):
         "An empty `HFCache` for sampling `batch_size` rows (it grows as it reads)."
         return HFCache(self, batch_size)
 
-    def next_logits(self, tokens, cache):
+    def next_logits(self, tokens, cache=None):
         "The logits [B, n_actions] of the action after `tokens` [B, L] (in cache)."
         return self._logits(tokens, cache, keep=1)[:, -1]  # only the last position
 
-    def forward(self, tokens, temperature=1.0):
-        "The next-action distributions π_θ(·|s) for left-padded prefixes [batch..., L]."
-        t = check_real(temperature, "temperature", low=0, low_open=True)
-        check_tensor(tokens, "tokens", "int")
-        if tokens.dim() == 0 or tokens.numel() == 0:
-            want = "expected [batch..., L] with at least one token"
-            raise ValueError(f"tokens has shape {list(tokens.shape)}; {want}")
-        last = self._logits(tokens.reshape(-1, tokens.shape[-1]), keep=1)[:, -1]
-        last = check_logits(last) / t  # non-finite: FloatingPointError (diverged)
-        check(torch.isfinite(last), f"temperature={t} is so small the logits overflow")
-        logits = last.view(*tokens.shape[:-1], self.n_actions)
-        return Categorical(logits=logits, validate_args=False)
+    # π_θ(·|s): chapter 1's forward, through this class's next_logits
+    forward = TransformerPolicy.forward
 
     def sequence_log_probs(self, prompts, completions, mask=None):
         """log π_θ(c_t | prompt, c_<t) [B, T] of `completions` [B, T] after left-padded

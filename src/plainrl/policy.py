@@ -211,8 +211,8 @@ class TransformerPolicy(nn.Module):
         "An empty `KVCache` for sampling `batch_size` rows of up to `max_len` tokens."
         return KVCache(self, batch_size, max_len)
 
-    def next_logits(self, tokens, cache):
-        "The logits [B, n_actions] of the token after `tokens` [B, L], read into cache."
+    def next_logits(self, tokens, cache=None):
+        "The logits [B, n_actions] of the token after `tokens` [B, L] (and a cache)."
         return self.logits(tokens, cache)[:, -1]
 
     def forward(self, tokens, temperature=1.0):
@@ -222,11 +222,9 @@ class TransformerPolicy(nn.Module):
         if tokens.dim() == 0 or tokens.numel() == 0:
             want = "expected [batch..., L] with at least one token"
             raise ValueError(f"tokens has shape {list(tokens.shape)}; {want}")
-        last = check_logits(self.logits(tokens.reshape(-1, tokens.shape[-1]))[:, -1])
-        check(
-            torch.isfinite(last / t), f"temperature={t} is so small the logits overflow"
-        )
-        last = last / t
+        last = self.next_logits(tokens.reshape(-1, tokens.shape[-1]))
+        last = check_logits(last) / t  # non-finite: FloatingPointError (diverged)
+        check(torch.isfinite(last), f"temperature={t} is so small the logits overflow")
         logits = last.view(*tokens.shape[:-1], self.n_actions)
         return Categorical(logits=logits, validate_args=False)
 
