@@ -462,14 +462,16 @@ class UpdateInOnePass:
         trainer.model = WholeAnswersHF(trainer.policy)
 
 
-def plainrl_lm(model, tokenizer, settings, seed):
+def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
     """plainrl's engine (through plainrl.hf) on the addition task: per update the mean
-    reward and the wall time. Returns the curve [(wall s, update, reward)]."""
+    reward and the wall time (on CUDA in bf16). Returns the curve [(wall s, update,
+    reward)]."""
     import plainrl.verifier  # noqa: F401  (registers the addition task)
     from plainrl.envs.addition import ANSWER_LEN
     from plainrl.hf import HFPolicy
+    from plainrl.runs import Autocast
 
-    policy = HFPolicy(model, tokenizer, device="cpu")
+    policy = HFPolicy(model, tokenizer, device=device)
     n = settings.group * settings.prompts
     task = TaskConfig("addition", num_envs=n, answer_len=ANSWER_LEN,
                       group_size=settings.group, stop=True)  # fmt: skip
@@ -482,10 +484,10 @@ def plainrl_lm(model, tokenizer, settings, seed):
         algo,
         budget,
         seed=seed,
-        device="cpu",
+        device=device,
         sample=lm_sample_stage,
         weigh=weigh,
-        hooks=[UpdateInOnePass()],
+        hooks=[UpdateInOnePass()] + ([Autocast()] if device == "cuda" else []),
     )
     run.fit()  # fmt: skip
     # window = n: a row's return is the mean reward of its own batch, as TRL logs it
