@@ -400,10 +400,10 @@ class LM:
     "The settings both sides share (part 3)."
 
     group: int = 8  # answers per prompt
-    prompts: int = 8  # prompts per update
+    prompts: int = 32  # prompts per update (chapter 8's)
     lr: float = 1e-3  # Adam, constant
     updates: int = 60
-    pretrain_steps: int = 600  # next-token prediction on the corpus, before RL
+    pretrain_steps: int = 1600  # next-token prediction on the corpus, before RL
     width: int = 64
     layers: int = 2
 
@@ -416,6 +416,7 @@ def lm_model(settings, seed):
 
     from plainrl.envs.addition import EOS, EQUALS, PAD, Prompts, corpus
     from plainrl.hf import HFPolicy, char_tokenizer
+    from plainrl.lm import warmup_cosine
 
     tokenizer = char_tokenizer("0123456789+=")  # ids as the task's; then EOS, PAD
     assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (EOS, PAD)
@@ -427,9 +428,12 @@ def lm_model(settings, seed):
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
     policy = HFPolicy(model, tokenizer, device="cpu")
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
+    optimizer = torch.optim.Adam(model.parameters())
     data, prompts = torch.Generator().manual_seed(seed), Prompts("train", "cpu")
-    for _ in range(settings.pretrain_steps):
+    steps = settings.pretrain_steps
+    for step in range(steps):
+        for group in optimizer.param_groups:  # chapter 8's schedule
+            group["lr"] = 5e-3 * warmup_cosine(step, steps, max(1, steps // 10))
         documents = corpus(prompts, 128, 0.65, data)[3]
         inputs, targets = documents[:, :-1], documents[:, 1:]
         answer = (inputs == EQUALS).cumsum(1) > 0  # the tokens after '='
@@ -700,7 +704,8 @@ def section1(one, cores, settings):
         "restart finished copies from fresh random numbers (gymnax splits a key per "
         "copy and step, as PureJaxRL does). One thread for everything (torch, XLA, "
         f"EnvPool); {settings['repeats']} turns of about {settings['seconds']} s each. "
-        "Compilation happens before the clock starts.",
+        "Compilation happens before the clock starts. The all-cores table means "
+        "something only on a machine whose cores are otherwise idle.",
         "",
         table(["copies"] + present, rows),
         "",
@@ -953,7 +958,7 @@ def main(argv=None):
     torch.set_num_threads(1)
     quick = args.quick
     race = Race(max_env_steps=3_000) if quick else Race()
-    lm = LM(updates=3, pretrain_steps=2) if quick else LM()
+    lm = LM(group=2, prompts=2, updates=2, pretrain_steps=2) if quick else LM()
     settings = {
         "quick": quick,
         "K": 20 if quick else 500,

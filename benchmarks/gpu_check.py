@@ -61,12 +61,12 @@ def cartpole_rows(sizes, K=100, seconds=1.0):
     return rows
 
 
-def lm_row(batch_prompts=64):
+def lm_row(batch_prompts=128):
     "The language-model engine on the addition task at a larger batch, bf16, on CUDA."
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench
 
-    settings = bench.LM(prompts=batch_prompts, updates=20, pretrain_steps=200)
+    settings = bench.LM(prompts=batch_prompts, updates=20, pretrain_steps=400)
     model, tokenizer = bench.lm_model(settings, 0)
     model = model.to("cuda")
     curve = bench.plainrl_lm(model, tokenizer, settings, 0, device="cuda")
