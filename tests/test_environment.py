@@ -1,8 +1,8 @@
 """The set-up files agree.
 
 environment.yml (the conda route) pins what pyproject.toml pins, its dependencies and
-the extras `make venv` installs (dev, bench, hf; not `peers`); LICENSE and CITATION.cff match pyproject.toml and the
-package.
+the extras `make venv` installs (dev, bench, hf; not `peers`, which `make bench`
+installs); LICENSE and CITATION.cff match pyproject.toml and the package.
 yaml comes with jupyter-book (the dev extra)."""
 
 import re
