@@ -640,7 +640,8 @@ def ratio_figure(bars, path):
     ax.invert_yaxis()
     ax.set_xlabel("plainrl's speed / the peer's (log scale; 1 = as fast)")
     for i, v in enumerate(values):
-        ax.text(v, i, f" {v:.2g}×", va="center", fontsize=7)
+        ax.text(v, i, f" {v:.3g}×", va="center", fontsize=7)
+    ax.set_xlim(right=max(values) * 3)  # room for the labels
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
