@@ -408,25 +408,43 @@ class LM:
     layers: int = 2
 
 
+def gpt2(**config):
+    """A GPT-2 of `config` built here (no download), without dropout (sampling and
+    training see the same π_θ), that counts positions from each row's first real token
+    when it is given none: TRL's loss forward gives none, and with left padding GPT-2
+    would count from the padding, unlike the sampling (`generate` counts from the mask,
+    as `plainrl.hf` does)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    class GPT2(GPT2LMHeadModel):
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None,
+                    **kwargs):  # fmt: skip
+            if position_ids is None and attention_mask is not None:
+                positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+                position_ids = positions[:, -input_ids.shape[1] :]
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                   position_ids=position_ids, **kwargs)  # fmt: skip
+
+    no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2(GPT2Config(**config, **no_dropout))
+
+
 def lm_model(settings, seed):
     """A GPT-2 built here (no download) with the character tokenizer of the addition
     task, pretrained by next-token prediction on the task's corpus (chapter 8), so
     that RL starts from partial success. Returns (model, tokenizer)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from plainrl.envs.addition import EOS, EQUALS, PAD, Prompts, corpus
     from plainrl.hf import HFPolicy, char_tokenizer
     from plainrl.lm import warmup_cosine
 
     tokenizer = char_tokenizer("0123456789+=")  # ids as the task's; then EOS, PAD
     assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (EOS, PAD)
-    config = GPT2Config(
+    torch.manual_seed(seed)
+    model = gpt2(
         vocab_size=len(tokenizer), n_positions=16, n_embd=settings.width,
         n_layer=settings.layers, n_head=4, bos_token_id=EOS, eos_token_id=EOS,
         pad_token_id=PAD,
     )  # fmt: skip
-    torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config)
     policy = HFPolicy(model, tokenizer, device="cpu")
     optimizer = torch.optim.Adam(model.parameters())
     data, prompts = torch.Generator().manual_seed(seed), Prompts("train", "cpu")
@@ -530,6 +548,7 @@ def trl_lm(model, tokenizer, settings, seed, workdir):
         learning_rate=settings.lr, lr_scheduler_type="constant", warmup_steps=0,
         optim="adamw_torch", weight_decay=0.0, max_grad_norm=0.0,
         loss_type="bnpo", scale_rewards="group", num_iterations=1,
+        disable_dropout=True,
         logging_steps=1, disable_tqdm=True, temperature=1.0, top_p=1.0, top_k=0,
         shuffle_dataset=True, dataloader_num_workers=0,
     )  # fmt: skip
@@ -570,17 +589,22 @@ def sampling_race(batches, n_tokens, seconds, repeats):
     """Tokens per second of plainrl's sampling (`lm_generate`) and of the model's own
     `generate` (sampling, the model's cache, no early stop), the same untrained GPT-2,
     at each batch size: rows {B, rates, ratio}."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     from plainrl.hf import HFPolicy, char_tokenizer
 
     tokenizer = char_tokenizer("0123456789+=")
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=64,
-                        n_layer=2, n_head=4, bos_token_id=eos, eos_token_id=eos,
-                        pad_token_id=pad)  # fmt: skip
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(config).eval()
+    model = gpt2(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    model.eval()  # fmt: skip
     policy = HFPolicy(model, tokenizer, device="cpu")
     rows = []
     for B in batches:
