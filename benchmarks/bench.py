@@ -324,8 +324,13 @@ def engine_reinforce(seed, race, policy, algo, weigh, episodes):
     `policy`: the figures and curve of `textbook_reinforce`."""
     more = -(-race.window // episodes)
     task = TaskConfig("cartpole", num_envs=episodes)
-    budget = Budget(max_updates=10**6, max_env_steps=race.max_env_steps)
-    budget.window, budget.target = race.window, race.target
+    budget = Budget(
+        max_updates=10**6,
+        max_env_steps=race.max_env_steps,
+        stop_when_solved=False,
+        window=race.window,
+        target=race.target,
+    )
 
     class StopAfter:
         "Hook: go on `more` updates past the first solved one, then stop."
@@ -335,7 +340,6 @@ def engine_reinforce(seed, race, policy, algo, weigh, episodes):
             if at is not None and trainer.state.update >= at + more:
                 trainer.budget.max_updates = trainer.state.update
 
-    budget.stop_when_solved = False
     run = Trainer(task, policy, algo, budget, seed=seed, device="cpu", weigh=weigh,
                   hooks=[StopAfter()])  # fmt: skip
     run.fit()
@@ -410,13 +414,13 @@ class LM:
 
 def gpt2(**config):
     """A GPT-2 of `config` built here (no download), without dropout (sampling and
-    training see the same π_θ), that counts positions from each row's first real token
-    when it is given none: TRL's loss forward gives none, and with left padding GPT-2
-    would count from the padding, unlike the sampling (`generate` counts from the mask,
-    as `plainrl.hf` does)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    training see the same π_θ), whose backbone counts positions from each row's first
+    real token when it is given none: TRL's loss forward gives none (its fused head
+    calls the backbone), and with left padding GPT-2 would count from the padding,
+    unlike the sampling (`generate` counts from the mask, as `plainrl.hf` does)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
-    class GPT2(GPT2LMHeadModel):
+    class Backbone(GPT2Model):
         def forward(self, input_ids=None, attention_mask=None, position_ids=None,
                     **kwargs):  # fmt: skip
             if position_ids is None and attention_mask is not None:
@@ -426,7 +430,9 @@ def gpt2(**config):
                                    position_ids=position_ids, **kwargs)  # fmt: skip
 
     no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-    return GPT2(GPT2Config(**config, **no_dropout))
+    model = GPT2LMHeadModel(GPT2Config(**config, **no_dropout))
+    model.transformer.__class__ = Backbone  # the same weights, this forward
+    return model
 
 
 def lm_model(settings, seed):
