@@ -19,7 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -392,11 +392,20 @@ def lm_generate(policy, prompts, n_tokens):
 
 
 def lm_sample_stage(env, policy):
-    "The engine's sample stage on the addition task: answers that stop at EOS."
+    """The engine's sample stage on the addition task: answers that stop at EOS,
+    sampled after the prompts only (s_0 without its columns that are padding in
+    every row, as TRL pads prompts to the longest), replayed through the task."""
     from plainrl import hf
+    from plainrl.envs.addition import PROMPT_LEN
+    from plainrl.generate import replay
 
     env.stop = True  # the answer ends at the task's EOS
-    return hf.rollout_tokens(env, policy)
+    obs = env.reset()
+    stop = env.eos_id
+    actions, log_probs, mask = hf.generate(policy, obs[:, -PROMPT_LEN:], env.max_steps,
+                                           stop_id=stop)  # fmt: skip
+    actions = torch.where(mask, actions, stop)  # any action once an answer ended
+    return replay(env, obs, actions, log_probs, mask)
 
 
 @dataclass
@@ -478,8 +487,11 @@ class WholeAnswersHF(nn.Module):
         self.policy = policy
 
     def forward(self, obs):
-        tokens = torch.cat([obs[:, 0], obs[:, 1:, -1]], 1)  # s_0, then a_0 ... a_T-2
-        logits = self.policy.logits(tokens)[:, obs.shape[-1] - 1 :]
+        from plainrl.envs.addition import PROMPT_LEN
+
+        # the prompt (s_0 without its all-padding columns), then a_0 ... a_T-2
+        tokens = torch.cat([obs[:, 0, -PROMPT_LEN:], obs[:, 1:, -1]], 1)
+        logits = self.policy.logits(tokens)[:, PROMPT_LEN - 1 :]
         return Categorical(logits=logits, validate_args=False)
 
 
@@ -578,17 +590,21 @@ def trl_lm(model, tokenizer, settings, seed, workdir):
 
 
 def lm_race(settings, seeds, workdir):
-    """Both sides on every seed, from the same pretrained model: {name: [curves]} (TRL
-    empty when it is not installed)."""
-    results = {"plainrl": [], "TRL": []}
+    """Both sides on every seed, from the same pretrained model: {name: [curves]} at
+    `settings`, and at 8 prompts per update {name: [updates/s]} (TRL's empty when it
+    is not installed)."""
+    curves, small = {"plainrl": [], "TRL": []}, {"plainrl": [], "TRL": []}
     model, tokenizer = lm_model(settings, 0)
+    sides = {"plainrl": lambda m, s, seed: plainrl_lm(m, tokenizer, s, seed)}
+    if installed("trl"):
+        sides["TRL"] = lambda m, s, seed: trl_lm(m, tokenizer, s, seed, workdir)
+    fewer = replace(settings, prompts=8, updates=max(2, settings.updates // 3))
     for seed in seeds:
-        results["plainrl"].append(plainrl_lm(copy.deepcopy(model), tokenizer,
-                                             settings, seed))  # fmt: skip
-        if installed("trl"):
-            run = trl_lm(copy.deepcopy(model), tokenizer, settings, seed, workdir)
-            results["TRL"].append(run)
-    return results
+        for name, run in sides.items():
+            curves[name].append(run(copy.deepcopy(model), settings, seed))
+            curve = run(copy.deepcopy(model), fewer, seed)
+            small[name].append(curve[-1][1] / curve[-1][0])
+    return curves, small
 
 
 def sampling_race(batches, n_tokens, seconds, repeats):
@@ -859,37 +875,51 @@ def section3(lm, sampling, settings):
         f"loss averaged over the batch's tokens, Adam {settings.lr:g} at a constant "
         "rate, no gradient clipping, sampling at temperature 1. plainrl: the engine "
         "through `plainrl.hf` (`HFPolicy`, the sample stage of the model's cache, "
-        "one forward pass per answer in the update). TRL: `GRPOTrainer` "
-        "(`loss_type='bnpo'`).",
+        "one forward pass per answer in the update, the prompts without the task's "
+        "all-padding columns, as TRL pads them). TRL: `GRPOTrainer` "
+        "(`loss_type='bnpo'`). The GPT-2 has no dropout, and counts positions from "
+        "each row's first real token when its caller gives none (TRL's loss forward "
+        "gives none: with left-padded prompts it would otherwise train on other "
+        "positions than it sampled with).",
         "",
     ]
-    bars, rows = {}, []
-    speeds = {}
-    for name, curves in lm.items():
-        if not curves:
+    curves, small = lm
+    bars, speed_rows, reward_rows = {}, [], []
+    big = settings.group * settings.prompts
+    for answers, per_s in ((8 * settings.group, small),
+                           (big, {k: [c[-1][1] / c[-1][0] for c in v]
+                                  for k, v in curves.items()})):  # fmt: skip
+        if not per_s["plainrl"]:
             continue
-        per_s = [c[-1][1] / c[-1][0] for c in curves]  # updates per second
-        n = settings.group * settings.prompts
-        speeds[name] = statistics.median(per_s)
-        final = [statistics.mean(c[2] for c in curve[-10:]) for curve in curves]
-        rows.append(
-            [
-                name,
-                f"{statistics.median(per_s) * n:,.0f}",
-                f"{statistics.median(per_s):.1f}",
-                spread(final, ".2f"),
-            ]
-        )
+        mine = statistics.median(per_s["plainrl"]) * answers
+        theirs = statistics.median(per_s["TRL"]) * answers if per_s["TRL"] else None
+        x = mine / theirs if theirs else None
+        speed_rows.append([answers, f"{mine:,.0f}",
+                           "–" if theirs is None else f"{theirs:,.0f}",
+                           "–" if x is None else f"**{x:.2f}×**"])  # fmt: skip
+        if x is not None:
+            bars[f"plainrl engine / TRL, samples/s, {answers} per update"] = x
+    for name, runs in curves.items():
+        if runs:
+            first = [statistics.mean(c[2] for c in run[:10]) for run in runs]
+            last = [statistics.mean(c[2] for c in run[-10:]) for run in runs]
+            reward_rows.append([name, spread(first, ".2f"), spread(last, ".2f")])
     out += [
-        table(["", "samples/s", "updates/s",
-               f"reward, last 10 of {settings.updates} updates"], rows),
+        "Samples (answers) per second, the median over the seeds, at two batch "
+        "sizes: the learning curves' and 8 prompts per update, where the cost of "
+        "each update's machinery weighs more than the model's arithmetic:",
         "",
-    ]  # fmt: skip
-    if "TRL" in speeds:
-        x = speeds["plainrl"] / speeds["TRL"]
-        bars["plainrl engine / TRL GRPOTrainer, samples/s"] = x
-        out += [f"plainrl's engine: **{x:.1f}×** TRL's samples per second.", ""]
-    else:
+        table(["answers per update", "plainrl", "TRL", "plainrl / TRL"], speed_rows),
+        "",
+        f"Mean reward over {len(curves['plainrl'])} seeds (median and range), "
+        f"{big} answers per update:",
+        "",
+        table(
+            ["", "first 10 updates", f"last 10 of {settings.updates}"], reward_rows
+        ),  # fmt: skip
+        "",
+    ]
+    if not curves["TRL"]:
         out += ["TRL is not installed: not measured.", ""]
     out += [
         "Sampling alone: tokens per second of plainrl's sampling and of the model's "
@@ -912,7 +942,7 @@ def section3(lm, sampling, settings):
     ]
     for r in sampling["rows"]:
         bars[f"plainrl sampling / generate, batch {r['B']}"] = r["ratio"]
-    return out, bars, {k: v for k, v in lm.items() if v}
+    return out, bars, {k: v for k, v in curves.items() if v}
 
 
 def gpu_section(info):
