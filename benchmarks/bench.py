@@ -119,6 +119,7 @@ def cartpole_methods(n, K, compile, threads):
         turn["i"] = (turn["i"] + 1) % K
         return steps[turn["i"]]
 
+    numpy = actions.numpy()  # the same actions for the NumPy peers
     env = FusedCartPole(n, device="cpu", autoreset=True, compile=compile)
     env.reset()
     methods = {
@@ -130,7 +131,6 @@ def cartpole_methods(n, K, compile, threads):
 
         vec = gym.make_vec("CartPole-v1", n, vectorization_mode="vector_entry_point")
         vec.reset(seed=0)
-        numpy = actions.numpy()
         methods["Gymnasium step"] = (lambda: vec.step(numpy[turn["i"]]), n)
     if installed("envpool"):
         import envpool
@@ -139,7 +139,7 @@ def cartpole_methods(n, K, compile, threads):
         pool.reset()
         methods["EnvPool step"] = (lambda: pool.step(numpy[turn["i"]]), n)
     if installed("gymnax") and installed("jax"):
-        methods |= gymnax_methods(n, actions.numpy())
+        methods |= gymnax_methods(n, numpy)
     return methods
 
 
