@@ -37,7 +37,7 @@ REBUILD := $(shell bash tools/venv_state.sh $(VENV) '$(WANT)')
 # The prerequisites checked up front: `make test` needs more than the book does.
 GOAL := $(if $(filter test,$(MAKECMDGOALS)),test,$(if $(filter lab,$(MAKECMDGOALS)),lab,book))
 
-.PHONY: venv prereqs book export lint test lab bench sweep clean FORCE
+.PHONY: venv prereqs book export lint test lab bench peers gpu-check sweep clean FORCE
 
 venv: prereqs $(STAMP)
 
@@ -107,8 +107,21 @@ test: prereqs $(STAMP) $(MATHJAX) $(CJKFONT) lint
 lab: prereqs $(STAMP)
 	$(BIN)/jupyter lab chapters/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-# Benchmarks against real peers, measured side by side in one run: writes book/benchmarks.md (chapter 8).
-bench: prereqs $(STAMP)
+# Benchmarks against real peers, measured side by side in one run: writes book/benchmarks.md and
+# its figures (chapter 9). The peers (the `peers` extra, and gymnax without its stale pin of
+# gymnasium) go into .venv here only; torch and gymnasium stay as pinned.
+GYMNAX := gymnax==1.0.1
+PEERS_STAMP := $(VENV)/.peers
+
+$(PEERS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -c 'import importlib.metadata as m; print("torch==" + m.version("torch")); print("gymnasium==" + m.version("gymnasium"))' > $(VENV)/peers-constraint.txt
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,hf,peers]" --constraint $(VENV)/peers-constraint.txt
+	$(BIN)/python -m pip install --quiet --no-deps $(GYMNAX)
+	touch $(PEERS_STAMP)
+
+peers: prereqs $(PEERS_STAMP)
+
+bench: prereqs $(PEERS_STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/bench.py --out book/benchmarks.md
 
 # Chapter 8's full sweep (every variant over three seeds, about 15 minutes on one thread):
@@ -116,6 +129,12 @@ bench: prereqs $(STAMP)
 sweep: prereqs $(STAMP)
 	cd chapters && OMP_NUM_THREADS=1 ../$(BIN)/python -c \
 	  'from plainrl.verifier import sweep; sweep("results/verifier_sweep.json")'
+
+# On a machine with a CUDA GPU (at most 5 minutes): the CUDA-only tests, a short training run of
+# each task on the GPU (bf16 for the transformer) and the benchmarks' GPU rows, written to
+# benchmarks/gpu_rows.md (commit it: the page shows it, with the GPU named). Refuses without CUDA.
+gpu-check: prereqs $(PEERS_STAMP)
+	$(BIN)/python benchmarks/gpu_check.py --out benchmarks/gpu_rows.md
 
 # Start over: the next make builds .venv and the book from scratch.
 clean:

@@ -1,19 +1,25 @@
-"""The benchmarks of the book: plainrl against real peers, measured side by side.
+"""The book's benchmarks: plainrl against the field's real peers, measured side by side.
 
-`make bench` runs `python benchmarks/bench.py --out book/benchmarks.md`; `--quick`
-runs tiny settings (the test suite does). This script is not part of the package: it
-is the one place besides the tests that imports Gymnasium."""
+`make bench` installs the peers (the `peers` extra) and runs
+`python benchmarks/bench.py --out book/benchmarks.md`, which writes the page and its
+figures; `--quick` runs tiny settings (the test suite does), reporting peers that are
+not installed as such. This script is not part of the package: with the tests, it is
+the only code that imports a peer (Gymnasium, gymnax and JAX, EnvPool, TRL).
+
+Every figure is a ratio to a peer measured in the same run on the same machine, the
+two taking turns, so that a slow moment of the machine hits both."""
 
 import argparse
 import copy
-import itertools
+import importlib.util
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -22,161 +28,206 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from plainrl.advantages import VARIANTS, Weights
-from plainrl.cli import config
-from plainrl.engine import Trainer
-from plainrl.envs.cartpole import CartPole
-from plainrl.envs.fused import FusedCartPole
-from plainrl.envs.tokens import PROMPT_LEN, VOCAB_SIZE, TokenTask
-from plainrl.generate import rollout_tokens
-from plainrl.policy import TransformerPolicy
-from plainrl.pretrain import base_model
-from plainrl.runs import Checkpoints
-from plainrl.trajectory import rollout
+from plainrl.advantages import Weights
+from plainrl.engine import Algorithm, Budget, Trainer
+from plainrl.tasks import TaskConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_ROWS = ROOT / "benchmarks" / "gpu_rows.md"  # written by `make gpu-check`
+PEERS = {  # import name: what the page calls it
+    "gymnasium": "Gymnasium",
+    "gymnax": "gymnax",
+    "jax": "JAX",
+    "envpool": "EnvPool",
+    "trl": "TRL",
+    "transformers": "Transformers",
+}
+
+
+def installed(name):
+    "Whether the peer `name` can be imported here (nothing is imported)."
+    return importlib.util.find_spec(name) is not None
+
+
+def version(name):
+    "The installed version of `name`, or 'not installed'."
+    if not installed(name):
+        return "not installed"
+    from importlib.metadata import version as v
+
+    return v(name)
 
 
 def machine():
-    """What the figures were measured on: CPU model, cores, threads, library
-    versions, GPU if any."""
+    "What the figures were measured on."
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(
-                line.split(":", 1)[1].strip()
-                for line in f
-                if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
+            lines = [line for line in f if line.startswith("model name")]
+        cpu = lines[0].split(":", 1)[1].strip()
+    except (OSError, IndexError):
         pass
-    import gymnasium
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return {
-        "CPU": cpu,
-        "cores": os.cpu_count(),
-        "torch threads": torch.get_num_threads(),
-        "GPU": gpu,
-        "Python": platform.python_version(),
-        "torch": torch.__version__,
-        "NumPy": np.__version__,
-        "Gymnasium": gymnasium.__version__,
-    }
+    info = {"CPU": cpu, "cores": os.cpu_count(), "GPU": "none (CPU figures only)"}
+    info |= {"Python": platform.python_version(), "torch": torch.__version__}
+    return info | {label: version(name) for name, label in PEERS.items()}
 
 
 def table(header, rows):
     "A Markdown table."
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(
-        lines + ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
-    )
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
 
 
-def random_actions(n, batches=64, seed=0):
-    """`batches` batches of n random actions in {0, 1}, drawn before any clock
-    starts; the steppers cycle through them."""
-    return torch.randint(
-        0, 2, (batches, n), generator=torch.Generator().manual_seed(seed)
-    )
+def rate(call, count, seconds):
+    "Items per second of `call()` (`count` items a call) over about `seconds`."
+    call()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds or calls < 2:
+        call()
+        calls += 1
+    return count * calls / elapsed
 
 
-def gymnasium_stepper(actions, seed=0):
-    """One step of Gymnasium's NumPy-vectorised CartPole-v1 with a copy per column
-    of`actions` (it restarts finished copies)."""
-    import gymnasium as gym
-
-    env = gym.make_vec(
-        "CartPole-v1",
-        num_envs=actions.shape[1],
-        vectorization_mode="vector_entry_point",
-    )
-    env.reset(seed=seed)
-    batches = itertools.cycle(actions.numpy())
-    return lambda: env.step(next(batches))
+def turns(methods, repeats, seconds):
+    """Each method of {name: (call, items per call)} in turn, `repeats` times: the
+    rates of every turn, {name: [items/s]}."""
+    rates = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, (call, count) in methods.items():
+            rates[name].append(rate(call, count, seconds))
+    return rates
 
 
-def plainrl_stepper(env, actions):
-    """One step of plainrl's CartPole `env`, restarting the finished copies
-    as Gymnasium does: in the step with autoreset, else by reset(mask)."""
+def ratio(rates, a, b):
+    "The median over turns of rate a / rate b (both measured in each turn)."
+    return statistics.median(x / y for x, y in zip(rates[a], rates[b]))
+
+
+# ------------------------------------------------------------ 1. CartPole throughput
+def cartpole_methods(n, K, compile, threads):
+    """The steppers of section 1 for n copies, each {name: (call, copy-steps)}: the
+    per-step ones (one call = one step of every copy) and the compiled rollouts (one
+    call = K steps). Random actions drawn beforehand; finished copies restart."""
+    from plainrl.envs.fused import FusedCartPole
+
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randint(0, 2, (K, n), generator=g)
+    steps = list(actions.unbind(0))
+    turn = {"i": 0}
+
+    def next_action():
+        turn["i"] = (turn["i"] + 1) % K
+        return steps[turn["i"]]
+
+    numpy = actions.numpy()  # the same actions for the NumPy peers
+    env = FusedCartPole(n, device="cpu", autoreset=True, compile=compile)
     env.reset()
-    batches = itertools.cycle(actions.unbind(0))
-    if getattr(env, "autoreset", False):
-        return lambda: env.step(next(batches))
+    methods = {
+        "plainrl step": (lambda: env.step(next_action()), n),
+        "plainrl rollout": (lambda: env.rollout(actions), n * K),
+    }
+    if installed("gymnasium"):
+        import gymnasium as gym
 
-    def step():
-        obs, reward, terminated, truncated = env.step(next(batches))
-        env.reset(terminated | truncated)
+        vec = gym.make_vec("CartPole-v1", n, vectorization_mode="vector_entry_point")
+        vec.reset(seed=0)
+        methods["Gymnasium step"] = (lambda: vec.step(numpy[turn["i"]]), n)
+    if installed("envpool"):
+        import envpool
 
-    return step
-
-
-def steps_per_second(step, n, seconds):
-    """Copy-steps per second of `step` (n copies), timed over about `seconds`, after
-    10untimed steps."""
-    for _ in range(10):
-        step()
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(10):
-            step()
-        count += 10
-    return n * count / elapsed
+        pool = envpool.make_gymnasium("CartPole-v1", num_envs=n, num_threads=threads)
+        pool.reset()
+        methods["EnvPool step"] = (lambda: pool.step(numpy[turn["i"]]), n)
+    if installed("gymnax") and installed("jax"):
+        methods |= gymnax_methods(n, numpy)
+    return methods
 
 
-def env_throughput(
-    sizes=(1, 64, 1024, 4096), seconds=0.5, repeats=5, cores=os.cpu_count()
-):
-    """Environment steps per second of Gymnasium, plainrl's eager CartPole and its
-    compiled FusedCartPole (autoreset).
+def gymnax_methods(n, actions):
+    """gymnax's CartPole-v1 under JAX's jit: one step per call, and the K steps of
+    `actions` in one jit + lax.scan. Each step splits a fresh key per copy (as
+    PureJaxRL does): gymnax restarts a finished copy from that key."""
+    import gymnax
+    import jax
 
-    The compiled step is measured twice when the machine has more than one core: on
-    one torch thread, and compiled for `cores` threads (Inductor splits the
-    copies between them; NumPy steps on one whatever is set). The methods take
-    turns, `repeats` times, each stepping for about `seconds` through the same
-    random actions; a ratio is the median over the turns of (plainrl rate /
-    Gymnasium rate) in the same turn. Compilation happens first (its time is
-    reported apart) and is not counted."""
-    threads_before, rows = torch.get_num_threads(), []
-    for n in sizes:
-        actions = random_actions(n)
-        fused, compile_s = {}, {}  # by number of threads
-        for threads in sorted({1, cores}):
-            torch.set_num_threads(
-                threads
-            )  # Inductor generates the kernel for the thread count at compile time
-            start = time.perf_counter()
-            fused[threads] = FusedCartPole(n, device="cpu", autoreset=True)
-            compile_s[threads] = time.perf_counter() - start
-        steppers = {
-            "gymnasium": (1, gymnasium_stepper(actions)),
-            "eager": (1, plainrl_stepper(CartPole(n, device="cpu"), actions)),
-            "compiled": (1, plainrl_stepper(fused[1], actions)),
-        }
-        if cores > 1:
-            steppers["cores"] = (cores, plainrl_stepper(fused[cores], actions))
-        rates = {name: [] for name in steppers}
-        for _ in range(repeats):
-            for name, (threads, step) in steppers.items():
-                torch.set_num_threads(threads)
-                rates[name].append(steps_per_second(step, n, seconds))
-        rows.append(
-            {
-                "n": n,
-                "compile_s": compile_s[1],
-                "cores": cores,
-                **{f"{name}_rate": statistics.median(r) for name, r in rates.items()},
-                **{
-                    f"{name}_ratio": statistics.median(
-                        r / g for r, g in zip(rates[name], rates["gymnasium"])
-                    )
-                    for name in rates
-                    if name != "gymnasium"
-                },
-            }
+    env, params = gymnax.make("CartPole-v1")
+    key = jax.random.PRNGKey(0)
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(key, n), params)
+    vstep = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def one(carry, action):
+        key, state = carry
+        key, sub = jax.random.split(key)
+        obs, state, reward, term, trunc, _ = vstep(
+            jax.random.split(sub, n), state, action, params
         )
-    torch.set_num_threads(threads_before)
+        return (key, state), (obs, reward, term, trunc)
+
+    step = jax.jit(one)
+    scan = jax.jit(lambda carry, xs: jax.lax.scan(one, carry, xs))
+    xs = jax.numpy.asarray(actions)
+    carry = {"c": (key, state), "i": 0}
+
+    def per_step():
+        carry["i"] = (carry["i"] + 1) % len(xs)
+        carry["c"], out = step(carry["c"], xs[carry["i"]])
+        jax.block_until_ready(out)
+
+    def rollout():
+        carry["c"], out = scan(carry["c"], xs)
+        jax.block_until_ready(out)
+
+    return {"gymnax step": (per_step, n), "gymnax rollout": (rollout, n * len(xs))}
+
+
+def throughput_worker(threads, sizes, K, seconds, repeats, compile):
+    """Section 1 in this process, on `threads` threads (torch, XLA, EnvPool): a list of
+    rows {n, name: median rate, 'ratios': {...}} and the compile times."""
+    torch.set_num_threads(threads)
+    rows = []
+    for n in sizes:
+        start = time.perf_counter()
+        methods = cartpole_methods(n, K, compile, threads)
+        for call, _ in methods.values():  # compile and warm up everything first
+            call()
+        setup = time.perf_counter() - start
+        rates = turns(methods, repeats, seconds)
+        row = {"n": n, "setup_s": setup, "rates": {}, "ratios": {}}
+        for name, r in rates.items():
+            row["rates"][name] = statistics.median(r)
+        for mine, peer in COMPARISONS:
+            if mine in rates and peer in rates:
+                row["ratios"][f"{mine} / {peer}"] = ratio(rates, mine, peer)
+        rows.append(row)
     return rows
 
 
+COMPARISONS = [  # like with like: (plainrl, peer)
+    ("plainrl step", "Gymnasium step"),
+    ("plainrl step", "EnvPool step"),
+    ("plainrl step", "gymnax step"),
+    ("plainrl rollout", "gymnax rollout"),
+]
+
+
+def throughput(threads, sizes, K, seconds, repeats, compile):
+    """`throughput_worker` in a fresh process (XLA reads its thread count when JAX
+    starts): its rows."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    if threads == 1:
+        env["XLA_FLAGS"] = (
+            "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
+    args = {"threads": threads, "sizes": sizes, "K": K, "seconds": seconds}
+    args |= {"repeats": repeats, "compile": compile}
+    command = [sys.executable, __file__, "--worker", json.dumps(args)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the throughput worker failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+# ------------------------------------------------------------ 2. time to solve CartPole
 class TextbookPolicy(nn.Module):
     "The textbook REINFORCE policy: one hidden layer of 32 tanh units."
 
@@ -188,43 +239,40 @@ class TextbookPolicy(nn.Module):
         return Categorical(logits=self.net(obs))
 
 
-def textbook_reinforce(
-    seed, batch_steps=5000, lr=1e-2, max_env_steps=500_000, window=100, target=475.0
-):
-    """REINFORCE as the textbooks write it (Spinning Up's reward-to-go example): one
-    Gymnasium CartPole-v1, one episode at a time, one action per policy call; an
-    update after each batch of >= `batch_steps` steps, with loss -mean over the
-    batch's steps of log π(a_t|s_t)·R̂_t. Solved when the mean return of the last
-    `window` episodes reaches `target` (checked after each update, as plainrl
-    does); then it trains on until `window` more episodes have finished and
-    reports their mean. Returns a dict of the figures."""
+@dataclass
+class Race:
+    "The settings of the race: the textbook's, used by both sides of part (a)."
+
+    episodes: int = 16  # whole episodes per update
+    lr: float = 1e-2  # Adam
+    max_env_steps: int = 500_000
+    window: int = 100  # solved: mean return of the last `window` episodes
+    target: float = 475.0
+
+
+def textbook_reinforce(seed, race):
+    """REINFORCE as the textbooks write it: one Gymnasium CartPole-v1, one episode at a
+    time, one policy call per action; after `race.episodes` episodes, one Adam step on
+    -mean over the batch's steps of log π(a_t|s_t)·R̂_t (reward-to-go). Returns the
+    figures of `solve_figures` and the curve [(wall s, env steps, mean return)]."""
     import gymnasium as gym
 
     torch.manual_seed(seed)
-    env, policy = gym.make("CartPole-v1"), TextbookPolicy()
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-    returns, env_steps, solved, start, episode_seed = (
-        [],
-        0,
-        None,
-        time.perf_counter(),
-        seed * 100_000,
-    )
-    while env_steps < max_env_steps:
+    policy = TextbookPolicy()
+    initial = copy.deepcopy(policy.state_dict())
+    env = gym.make("CartPole-v1")
+    optimizer = torch.optim.Adam(policy.parameters(), lr=race.lr)
+    returns, curve, env_steps, start = [], [], 0, time.perf_counter()
+    episode_seed = seed * 1_000_003
+    while env_steps < race.max_env_steps and not solved_long_enough(curve, race):
         obs_batch, act_batch, weights = [], [], []
-        while (
-            len(obs_batch) < batch_steps
-        ):  # whole episodes until the batch has batch_steps steps
+        for _ in range(race.episodes):
             obs, _ = env.reset(seed=episode_seed)
             episode_seed += 1
             rewards, done = [], False
             while not done:
                 with torch.no_grad():
-                    action = (
-                        policy(torch.as_tensor(obs, dtype=torch.float32))
-                        .sample()
-                        .item()
-                    )
+                    action = policy(torch.as_tensor(obs)).sample().item()
                 obs_batch.append(obs)
                 act_batch.append(action)
                 obs, reward, terminated, truncated, _ = env.step(action)
@@ -233,496 +281,786 @@ def textbook_reinforce(
             weights += list(np.cumsum(rewards[::-1])[::-1])  # reward-to-go R̂_t
             returns.append(sum(rewards))
         env_steps += len(obs_batch)
-        obs_t = torch.as_tensor(np.array(obs_batch), dtype=torch.float32)
-        loss = -(
-            policy(obs_t).log_prob(torch.as_tensor(act_batch))
-            * torch.as_tensor(weights, dtype=torch.float32)
-        ).mean()
+        obs_t = torch.as_tensor(np.array(obs_batch))
+        log_probs = policy(obs_t).log_prob(torch.as_tensor(act_batch))
+        loss = -(log_probs * torch.as_tensor(weights, dtype=torch.float32)).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if (
-            solved is None
-            and len(returns) >= window
-            and np.mean(returns[-window:]) >= target
-        ):
-            solved = {
-                "env_steps": env_steps,
-                "wall_s": time.perf_counter() - start,
-                "episodes": len(returns),
-            }
-        if solved and len(returns) >= solved["episodes"] + window:
-            return {**solved, "after": float(np.mean(returns[-window:]))}
-    return {"env_steps": None, "wall_s": None, "after": None, "spent_steps": env_steps}
+        recent = returns[-race.window :]
+        curve.append(
+            (time.perf_counter() - start, env_steps, sum(recent) / len(recent))
+        )
+    return solve_figures(curve, race), curve, initial
 
 
-SOLVE = {
-    "num_envs": 16,
-    "lr": 0.01,
-    "hidden": 32,
-    "beta": 0.7,
-}  # plainrl's settings in the time-to-solve race
+def solved_long_enough(curve, race):
+    """Whether the run solved and then trained on for `race.window` more episodes
+    (every update has `race.episodes`)."""
+    at = solved_at(curve, race)
+    return at is not None and len(curve) >= at + -(-race.window // race.episodes)
 
 
-def plainrl_reinforce(variant, seed, max_env_steps=500_000, **settings):
-    """plainrl's engine on CartPole with `variant` and the settings (default SOLVE):
-    until solved, then resumed from its checkpoint until `window` more episodes
-    have finished; reports when it solved and the mean return at the end."""
-    returns, baseline = VARIANTS[variant]
-    cfg = config(
-        "cartpole",
-        **{**SOLVE, **settings},
-        returns=returns,
-        baseline=baseline,
-        seed=seed,
-        device="cpu",
-        max_env_steps=max_env_steps,
+def solved_at(curve, race):
+    "The index of the first update whose mean return reached the target, or None."
+    enough = -(-race.window // race.episodes)  # updates before a mean over `window`
+    hits = [i for i, c in enumerate(curve) if i + 1 >= enough and c[2] >= race.target]
+    return hits[0] if hits else None
+
+
+def solve_figures(curve, race):
+    """When a run solved (env steps and wall seconds at its first solved update) and
+    whether it stayed solved: the mean return of the `window` episodes after."""
+    at = solved_at(curve, race)
+    if at is None:
+        return {"steps": None, "wall": None, "stayed": False}
+    wall, steps, _ = curve[at]
+    stayed = solved_long_enough(curve, race) and curve[-1][2] >= race.target
+    return {"steps": steps, "wall": wall, "stayed": stayed}
+
+
+def engine_reinforce(seed, race, policy, algo, weigh, episodes):
+    """plainrl's engine (`Trainer`) on CartPole, `episodes` copies per update, from
+    `policy`: the figures and curve of `textbook_reinforce`."""
+    more = -(-race.window // episodes)
+    task = TaskConfig("cartpole", num_envs=episodes)
+    budget = Budget(
         max_updates=10**6,
+        max_env_steps=race.max_env_steps,
+        stop_when_solved=False,
+        window=race.window,
+        target=race.target,
     )
 
-    def run(budget, run_dir, resume=False):
-        hooks = [Checkpoints(run_dir, every=10**6, resume=resume)]
-        weigh = Weights(returns, baseline, cfg.weights.beta)
-        return Trainer(
-            cfg.task,
-            None,
-            cfg.algo,
-            budget,
-            seed=seed,
-            device="cpu",
-            weigh=weigh,
-            hooks=hooks,
-        ).fit()
+    class StopAfter:
+        "Hook: go on `more` updates past the first solved one, then stop."
 
-    with tempfile.TemporaryDirectory() as run_dir:
-        first = run(cfg.budget, run_dir)
-        state = first.state
-        if state.solved_at is None:
-            spent = state.rows[-1]["env_steps"]
-            return {
-                "env_steps": None,
-                "wall_s": None,
-                "after": None,
-                "spent_steps": spent,
-            }
-        row = state.rows[state.solved_at - 1]
-        more = -(-cfg.budget.window // cfg.task.num_envs)  # updates for `window` more
-        budget = replace(
-            cfg.budget, max_updates=state.solved_at + more, stop_when_solved=False
-        )
-        after = run(budget, run_dir, resume=True)
-    return {
-        "env_steps": row["env_steps"],
-        "wall_s": row["wall_s"],
-        "after": after.state.rows[-1]["return"],
-    }
+        def after_update(self, trainer, row):
+            at = trainer.state.solved_at
+            if at is not None and trainer.state.update >= at + more:
+                trainer.budget.max_updates = trainer.state.update
+
+    run = Trainer(task, policy, algo, budget, seed=seed, device="cpu", weigh=weigh,
+                  hooks=[StopAfter()])  # fmt: skip
+    run.fit()
+    curve = [(r["wall_s"], r["env_steps"], r["return"]) for r in run.state.rows]
+    return solve_figures(curve, race), curve
 
 
-def time_to_solve(seeds=range(5), variants=VARIANTS, max_env_steps=500_000):
-    """Every variant of plainrl, rtg+baseline again with chapter 6's baseline β, and the
-    textbook REINFORCE on every seed: {name: [figures per seed]}."""
-    results = {
-        f"plainrl {v}": [
-            plainrl_reinforce(v, s, max_env_steps=max_env_steps) for s in seeds
-        ]
-        for v in variants
-    }
-    beta = config("cartpole").weights.beta
-    results[f"plainrl rtg+baseline, β = {beta}"] = [
-        plainrl_reinforce("rtg+baseline", s, max_env_steps=max_env_steps, beta=beta)
-        for s in seeds
-    ]
-    results["textbook REINFORCE"] = [
-        textbook_reinforce(s, max_env_steps=max_env_steps) for s in seeds
-    ]
+def time_to_solve(seeds, race):
+    """Part (a): the textbook loop and the engine with the textbook's settings (the
+    same initial weights); part (b): chapter 7's recipe (16 episodes, two hidden
+    layers, reward-to-go and a moving-average baseline β = 0.7). {name: [(figures,
+    curve) per seed]}."""
+    results = {"textbook loop": [], "engine, textbook settings": [], "recipe": []}
+    for seed in seeds:
+        figures, curve, initial = textbook_reinforce(seed, race)
+        results["textbook loop"].append((figures, curve))
+        policy = TextbookPolicy()
+        policy.load_state_dict(initial)  # the same θ_0 as the textbook's run
+        algo = Algorithm(lr=race.lr, aggregate="token_mean")  # the mean over steps
+        weigh = Weights(returns="reward_to_go")
+        run = engine_reinforce(seed, race, policy, algo, weigh, race.episodes)
+        results["engine, textbook settings"].append(run)
+        weigh = Weights(returns="reward_to_go", baseline="moving_average", beta=0.7)
+        run = engine_reinforce(seed, race, None, Algorithm(lr=0.01), weigh, 16)
+        results["recipe"].append(run)
     return results
 
 
-def token_throughput(batch_sizes=(1, 64, 256, 1024), answer_len=8, seconds=1.0):
-    """Sampled answers per second of `rollout_tokens` (key-value cache) and `rollout`
-    (the prefix re-read for every token), on an untrained TransformerPolicy for
-    answers of `answer_len` tokens (the cost does not depend on the weights).
-    Alternating turns of about `seconds` each."""
-    torch.manual_seed(0)
-    policy = TransformerPolicy(VOCAB_SIZE, PROMPT_LEN + answer_len, device="cpu")
-    rows = []
-    for B in batch_sizes:
-        rates = {"re-encode": [], "kv cache": []}
-        for _ in range(3):
-            for name, sample in (("re-encode", rollout), ("kv cache", rollout_tokens)):
-                task = TokenTask(B, answer_len=answer_len, device="cpu", seed=0)
-                sample(task, policy)
-                t0, k = time.perf_counter(), 0
-                while time.perf_counter() - t0 < seconds / 3:
-                    sample(task, policy)
-                    k += 1
-                rates[name].append(B * k / (time.perf_counter() - t0))
-        rows.append(
-            {
-                "B": B,
-                **{name: statistics.median(r) for name, r in rates.items()},
-                "ratio": statistics.median(
-                    c / u for c, u in zip(rates["kv cache"], rates["re-encode"])
-                ),
-            }
-        )
-    return rows
-
-
-def token_training(seeds=range(3)):
-    """Chapter 6's token-task run (`config('tokens')`) with and without the cache:
-    updates and seconds to 90% success."""
-    cfg = config("tokens", device="cpu")
-    base = base_model(cfg.task.answer_len, seed=0, device="cpu")  # as the task builds
-    rows = []
-    for seed in seeds:
-        for kv_cache in (True, False):
-            sample = rollout_tokens if kv_cache else rollout
-            run = Trainer(
-                cfg.task,
-                copy.deepcopy(base),
-                cfg.algo,
-                cfg.budget,
-                seed=seed,
-                device="cpu",
-                sample=sample,
-                weigh=replace(cfg.weights),
-            ).fit()
-            last = run.state.rows[-1]
-            rows.append(
-                {
-                    "seed": seed,
-                    "kv_cache": kv_cache,
-                    "solved_at": run.state.solved_at,
-                    "wall_s": last["wall_s"],
-                    "success": last["success"],
-                    "answer_len": cfg.task.answer_len,
-                }
-            )
-    return rows
-
-
-def _fmt(x, spec=",.0f"):
-    return "–" if x is None else format(x, spec)
-
-
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def solve_summary(results, target=475.0):
-    """One row per method: seeds solved, median steps and seconds to solve, seeds
-    stillsolved after, and the best."""
-    rows = {}
-    for name, runs in results.items():
-        rows[name] = {
-            "solved": sum(r["env_steps"] is not None for r in runs),
-            "seeds": len(runs),
-            "steps": _median([r["env_steps"] for r in runs]),
-            "wall": _median([r["wall_s"] for r in runs]),
-            "stayed": sum(
-                r["after"] is not None and r["after"] >= target for r in runs
-            ),
-        }
-    complete = [
-        n
-        for n in rows
-        if n.startswith("plainrl") and rows[n]["solved"] == rows[n]["seeds"]
-    ]
-    best = min(complete, key=lambda n: rows[n]["wall"]) if complete else None
-    return rows, best
-
-
-def render(info, throughput, solve, tokens_rate, tokens_train, seconds, settings):
-    "The benchmarks page, MyST Markdown."
-    rows, best = solve_summary(solve)
-    base = rows["textbook REINFORCE"]
-    t = throughput
-    kinds = ["eager", "compiled"] + (
-        ["cores"] if "cores_rate" in t[0] else []
-    )  # the plainrl columns of section 1
-    label = {
-        "eager": "eager",
-        "compiled": "compiled",
-        "cores": f"compiled, {t[0]['cores']} threads",
+def solve_summary(runs):
+    "Seeds solved, medians and ranges of steps and seconds to solve, seeds stayed."
+    steps = [f["steps"] for f, _ in runs if f["steps"] is not None]
+    wall = [f["wall"] for f, _ in runs if f["wall"] is not None]
+    return {
+        "solved": len(steps),
+        "seeds": len(runs),
+        "steps": steps,
+        "wall": wall,
+        "stayed": sum(f["stayed"] for f, _ in runs),
     }
+
+
+# ------------------------------------------------------------ 3. language model vs TRL
+# The one place that names plainrl's language-model sampling (plainrl.hf.generate and
+# plainrl.hf.rollout_tokens): the sampling is being consolidated; adapt it here.
+def lm_generate(policy, prompts, n_tokens):
+    "plainrl's sampling: n_tokens actions after each prompt, read through the cache."
+    from plainrl import hf
+
+    return hf.generate(policy, prompts, n_tokens)
+
+
+def lm_sample_stage(env, policy):
+    """The engine's sample stage on the addition task: answers that stop at EOS,
+    sampled after the prompts only (s_0 without its columns that are padding in
+    every row, as TRL pads prompts to the longest), replayed through the task."""
+    from plainrl import hf
+    from plainrl.envs.addition import PROMPT_LEN
+    from plainrl.generate import replay
+
+    env.stop = True  # the answer ends at the task's EOS
+    obs = env.reset()
+    stop = env.eos_id
+    actions, log_probs, mask = hf.generate(policy, obs[:, -PROMPT_LEN:], env.max_steps,
+                                           stop_id=stop)  # fmt: skip
+    actions = torch.where(mask, actions, stop)  # any action once an answer ended
+    return replay(env, obs, actions, log_probs, mask)
+
+
+@dataclass
+class LM:
+    "The settings both sides share (part 3)."
+
+    group: int = 8  # answers per prompt
+    prompts: int = 32  # prompts per update (chapter 8's)
+    lr: float = 1e-3  # Adam, constant
+    updates: int = 60
+    pretrain_steps: int = 1600  # next-token prediction on the corpus, before RL
+    width: int = 64
+    layers: int = 2
+
+
+def gpt2(**config):
+    """A GPT-2 of `config` built here (no download), without dropout (sampling and
+    training see the same π_θ), whose backbone counts positions from each row's first
+    real token when it is given none: TRL's loss forward gives none (its fused head
+    calls the backbone), and with left padding GPT-2 would count from the padding,
+    unlike the sampling (`generate` counts from the mask, as `plainrl.hf` does)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+
+    class Backbone(GPT2Model):
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None,
+                    **kwargs):  # fmt: skip
+            if position_ids is None and attention_mask is not None:
+                positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+                position_ids = positions[:, -input_ids.shape[1] :]
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask,
+                                   position_ids=position_ids, **kwargs)  # fmt: skip
+
+    no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    model = GPT2LMHeadModel(GPT2Config(**config, **no_dropout))
+    model.transformer.__class__ = Backbone  # the same weights, this forward
+    return model
+
+
+def lm_model(settings, seed):
+    """A GPT-2 built here (no download) with the character tokenizer of the addition
+    task, pretrained by next-token prediction on the task's corpus (chapter 8), so
+    that RL starts from partial success. Returns (model, tokenizer)."""
+    from plainrl.envs.addition import EOS, EQUALS, PAD, Prompts, corpus
+    from plainrl.hf import HFPolicy, char_tokenizer
+    from plainrl.lm import warmup_cosine
+
+    tokenizer = char_tokenizer("0123456789+=")  # ids as the task's; then EOS, PAD
+    assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (EOS, PAD)
+    torch.manual_seed(seed)
+    model = gpt2(
+        vocab_size=len(tokenizer), n_positions=16, n_embd=settings.width,
+        n_layer=settings.layers, n_head=4, bos_token_id=EOS, eos_token_id=EOS,
+        pad_token_id=PAD,
+    )  # fmt: skip
+    policy = HFPolicy(model, tokenizer, device="cpu")
+    optimizer = torch.optim.Adam(model.parameters())
+    data, prompts = torch.Generator().manual_seed(seed), Prompts("train", "cpu")
+    steps = settings.pretrain_steps
+    for step in range(steps):
+        for group in optimizer.param_groups:  # chapter 8's schedule
+            group["lr"] = 5e-3 * warmup_cosine(step, steps, max(1, steps // 10))
+        documents = corpus(prompts, 128, 0.65, data)[3]
+        inputs, targets = documents[:, :-1], documents[:, 1:]
+        answer = (inputs == EQUALS).cumsum(1) > 0  # the tokens after '='
+        logits = policy.logits(inputs)
+        loss = nn.functional.cross_entropy(logits[answer], targets[answer])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model, tokenizer
+
+
+class WholeAnswersHF(nn.Module):
+    """The update's model: π_θ at every step of an answer from one forward pass over
+    prompt and answer (as TRL computes it), not one pass per step."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, obs):
+        from plainrl.envs.addition import PROMPT_LEN
+
+        # the prompt (s_0 without its all-padding columns), then a_0 ... a_T-2
+        tokens = torch.cat([obs[:, 0, -PROMPT_LEN:], obs[:, 1:, -1]], 1)
+        logits = self.policy.logits(tokens)[:, PROMPT_LEN - 1 :]
+        return Categorical(logits=logits, validate_args=False)
+
+
+class UpdateInOnePass:
+    "Engine hook: the update reads each answer in one forward pass."
+
+    def ready(self, trainer):
+        trainer.model = WholeAnswersHF(trainer.policy)
+
+
+def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
+    """plainrl's engine (through plainrl.hf) on the addition task: per update the mean
+    reward and the wall time (on CUDA in bf16). Returns the curve [(wall s, update,
+    reward)]."""
+    import plainrl.verifier  # noqa: F401  (registers the addition task)
+    from plainrl.envs.addition import ANSWER_LEN
+    from plainrl.hf import HFPolicy
+    from plainrl.runs import Autocast
+
+    policy = HFPolicy(model, tokenizer, device=device)
+    n = settings.group * settings.prompts
+    task = TaskConfig("addition", num_envs=n, answer_len=ANSWER_LEN,
+                      group_size=settings.group, stop=True)  # fmt: skip
+    algo = Algorithm(lr=settings.lr, aggregate="token_mean")  # TRL's bnpo
+    budget = Budget(max_updates=settings.updates, stop_when_solved=False, window=n)
+    weigh = Weights(baseline="group_mean_std")  # GRPO's advantage
+    run = Trainer(
+        task,
+        policy,
+        algo,
+        budget,
+        seed=seed,
+        device=device,
+        sample=lm_sample_stage,
+        weigh=weigh,
+        hooks=[UpdateInOnePass()] + ([Autocast()] if device == "cuda" else []),
+    )
+    run.fit()  # fmt: skip
+    # window = n: a row's return is the mean reward of its own batch, as TRL logs it
+    return [(r["wall_s"], r["update"], r["return"]) for r in run.state.rows]
+
+
+def trl_lm(model, tokenizer, settings, seed, workdir):
+    """TRL's GRPOTrainer with the same settings: β = 0, one gradient step per batch,
+    token-level mean (bnpo), group-normalised advantages, constant Adam, no clipping
+    of the gradient. Returns the curve [(wall s, update, mean reward)]."""
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from plainrl.envs.addition import ANSWER_LEN, PAD, Prompts, verify
+
+    g = torch.Generator().manual_seed(seed)
+    a, b = Prompts("train", "cpu").sample(settings.prompts * settings.updates, g)
+    prompts = [f"{x}+{y}=" for x, y in zip(a.tolist(), b.tolist())]
+
+    def reward(prompts, completions, completion_ids, **kwargs):
+        "The task's verifier: 1.0 for the digits of a + b, then EOS."
+        pairs = [p[:-1].split("+") for p in prompts]
+        a = torch.tensor([int(x) for x, _ in pairs])
+        b = torch.tensor([int(y) for _, y in pairs])
+        answers = torch.full((len(prompts), ANSWER_LEN), PAD)
+        for i, ids in enumerate(completion_ids):
+            answers[i, : len(ids)] = torch.tensor(ids[:ANSWER_LEN])
+        return verify(a, b, answers).tolist()
+
+    config = GRPOConfig(
+        output_dir=str(workdir), use_cpu=True, report_to="none", save_strategy="no",
+        seed=seed, beta=0.0, num_generations=settings.group,
+        per_device_train_batch_size=settings.group * settings.prompts,
+        max_completion_length=ANSWER_LEN, max_steps=settings.updates,
+        learning_rate=settings.lr, lr_scheduler_type="constant", warmup_steps=0,
+        optim="adamw_torch", weight_decay=0.0, max_grad_norm=0.0,
+        loss_type="bnpo", scale_rewards="group", num_iterations=1,
+        disable_dropout=True,
+        logging_steps=1, disable_tqdm=True, temperature=1.0, top_p=1.0, top_k=0,
+        shuffle_dataset=True, dataloader_num_workers=0,
+    )  # fmt: skip
+    curve = []
+
+    class Log(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "reward" in logs:
+                wall = time.perf_counter() - start
+                curve.append((wall, state.global_step, logs["reward"]))
+
+    trainer = GRPOTrainer(
+        model=model, processing_class=tokenizer, reward_funcs=reward,
+        args=config, train_dataset=Dataset.from_dict({"prompt": prompts}),
+        callbacks=[Log()],
+    )  # fmt: skip
+    trainer.remove_callback(PrinterCallback)  # no log lines on the terminal
+    start = time.perf_counter()
+    trainer.train()
+    return curve
+
+
+def lm_race(settings, seeds, workdir):
+    """Both sides on every seed, from the same pretrained model: {name: [curves]} at
+    `settings`, and at 8 prompts per update {name: [updates/s]} (TRL's empty when it
+    is not installed)."""
+    curves, small = {"plainrl": [], "TRL": []}, {"plainrl": [], "TRL": []}
+    model, tokenizer = lm_model(settings, 0)
+    sides = {"plainrl": lambda m, s, seed: plainrl_lm(m, tokenizer, s, seed)}
+    if installed("trl"):
+        sides["TRL"] = lambda m, s, seed: trl_lm(m, tokenizer, s, seed, workdir)
+    fewer = replace(settings, prompts=8, updates=max(2, settings.updates // 3))
+    for seed in seeds:
+        for name, run in sides.items():
+            curves[name].append(run(copy.deepcopy(model), settings, seed))
+            curve = run(copy.deepcopy(model), fewer, seed)
+            small[name].append(curve[-1][1] / curve[-1][0])
+    return curves, small
+
+
+def sampling_race(batches, n_tokens, seconds, repeats):
+    """Tokens per second of plainrl's sampling (`lm_generate`) and of the model's own
+    `generate` (sampling, the model's cache, no early stop), the same untrained GPT-2,
+    at each batch size: rows {B, rates, ratio}."""
+    from plainrl.hf import HFPolicy, char_tokenizer
+
+    tokenizer = char_tokenizer("0123456789+=")
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    torch.manual_seed(0)
+    model = gpt2(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=pad,
+    )
+    model.eval()  # fmt: skip
+    policy = HFPolicy(model, tokenizer, device="cpu")
+    rows = []
+    for B in batches:
+        prompts = policy.encode(["12+345="] * B)
+        inputs = tokenizer(["12+345="] * B, return_tensors="pt")
+
+        def theirs():
+            with torch.no_grad():
+                model.generate(
+                    **inputs, do_sample=True, max_new_tokens=n_tokens,
+                    min_new_tokens=n_tokens, top_k=0, top_p=1.0,
+                    pad_token_id=tokenizer.pad_token_id,
+                )  # fmt: skip
+
+        methods = {
+            "plainrl": (lambda: lm_generate(policy, prompts, n_tokens), B * n_tokens),
+            "generate": (theirs, B * n_tokens),
+        }
+        rates = turns(methods, repeats, seconds)
+        rows.append({"B": B, "rates": {k: statistics.median(v) for k, v in
+                                       rates.items()},
+                     "ratio": ratio(rates, "plainrl", "generate")})  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------ the page
+def fmt_rate(x):
+    "A rate, short: 1.2 M, 35 k, 800."
+    if x >= 1e6:
+        return f"{x / 1e6:.1f} M"
+    return f"{x / 1e3:.0f} k" if x >= 1e4 else f"{x:,.0f}"
+
+
+def spread(values, spec):
+    "The median and range of `values`: 'median (low–high)', or – for none."
+    if not values:
+        return "–"
+    m, lo, hi = statistics.median(values), min(values), max(values)
+    return f"{m:{spec}} ({lo:{spec}}–{hi:{spec}})"
+
+
+def ratio_figure(bars, path):
+    """A horizontal bar chart of plainrl's ratios {label: ratio} against a line at 1
+    (the peer): PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values = list(bars), list(bars.values())
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(bars) + 1.2), dpi=110)
+    colors = ["tab:green" if v >= 1 else "tab:red" for v in values]
+    ax.barh(range(len(bars)), values, color=colors)
+    ax.axvline(1, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(bars)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("plainrl's speed / the peer's (log scale; 1 = as fast)")
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {v:.3g}×", va="center", fontsize=7)
+    ax.set_xlim(right=max(values) * 3)  # room for the labels
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def curves_figure(panels, path):
+    """Learning curves against wall time, one panel per {title: (ylabel, {name:
+    [curves]})}, each run a thin line: PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(7, 3), dpi=110)
+    for ax, (title, (ylabel, runs)) in zip(np.atleast_1d(axes), panels.items()):
+        for color, (name, curves) in zip(("tab:blue", "tab:orange", "tab:green"),
+                                         runs.items()):  # fmt: skip
+            for i, curve in enumerate(curves):
+                wall = [c[0] for c in curve]
+                ax.plot(wall, [c[-1] for c in curve], color=color, lw=0.8,
+                        label=name if i == 0 else None)  # fmt: skip
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("wall time (s)", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def figure(path, alt, caption):
+    "A MyST figure of the PNG `path` (beside the page) with its alt text and caption."
+    return f":::{{figure}} {path.name}\n:alt: {alt}\n:width: 100%\n\n{caption}\n:::\n"
+
+
+def section1(one, cores, settings):
+    "Section 1's text and tables; bars {label: ratio} for the chart."
+    names = ["plainrl step", "Gymnasium step", "EnvPool step", "gymnax step"]
+    names += ["plainrl rollout", "gymnax rollout"]
+    present = [m for m in names if m in one[0]["rates"]]
+    missing = [PEERS[p] for p in ("gymnasium", "envpool", "gymnax") if not
+               installed(p)]  # fmt: skip
+    rows = [[r["n"]] + [fmt_rate(r["rates"][m]) for m in present] for r in one]
+    ratios = [f"{a} / {b}" for a, b in COMPARISONS if f"{a} / {b}" in one[0]["ratios"]]
+    bars = {}
+    for r in one:
+        for k in ratios:
+            if k in r["ratios"] and r["n"] > 1:
+                bars[f"{k}, {r['n']} copies"] = r["ratios"][k]
     out = [
-        "# Benchmarks",
+        "## 1. CartPole throughput",
         "",
-        "Measured by `make bench` (`python benchmarks/bench.py`) on "
-        f"{date.today().isoformat()}, in {seconds / 60:.1f} "
-        "minutes. Every figure is a ratio to a peer measured in the same run, on this "
-        "machine:",
+        "Steps per second (copy-steps), random actions drawn before the clock starts, "
+        "finished copies restarting at once (autoreset). *Per step*: one call steps "
+        "every copy once — plainrl's `FusedCartPole.step` (one compiled kernel), "
+        "Gymnasium's NumPy vector environment, EnvPool's C++ pool, gymnax under "
+        "`jax.jit`. *Rollout*: one call takes "
+        f"{settings['K']} steps — plainrl's `FusedCartPole.rollout` (a scan of the "
+        "step, its loop compiled by Inductor) against gymnax's `jit` + `lax.scan`. "
+        "Both rollouts return every step's observations, rewards and flags, and both "
+        "restart finished copies from fresh random numbers (gymnax splits a key per "
+        "copy and step, as PureJaxRL does). One thread for everything (torch, XLA, "
+        f"EnvPool); {settings['repeats']} turns of about {settings['seconds']} s each. "
+        "Compilation happens before the clock starts. The all-cores table means "
+        "something only on a machine whose cores are otherwise idle.",
         "",
-        table(["machine", ""], list(info.items())),
+        table(["copies"] + present, rows),
         "",
-        "Timings are wall-clock seconds on a CPU, with torch limited to "
-        f"{info['torch threads']} thread(s) (NumPy and Gymnasium use one), except "
-        "where a column says otherwise. "
-        "They move with what else the machine is doing; the ratios move less, because "
-        "the peers take turns.",
-        "",
-        "## 1. Environment throughput: CartPole",
-        "",
-        "Random actions, all copies stepping at once; copies that finish start a new "
-        "episode at once, as in "
-        "Gymnasium's vector environments. *Eager* is `CartPole` of chapter 3 (one "
-        "PyTorch operation at a time), "
-        "*compiled* is `FusedCartPole(autoreset=True)` of chapter 9 (the whole step, "
-        "restarts included, as one kernel "
-        "generated by Inductor), on one thread. The random actions are drawn before "
-        "the clock starts. "
-        f"The methods take {settings['repeats']} turns of about {settings['seconds']} "
-        "s each.",
-        "",
-        "Steps per second:",
+    ]
+    if missing:
+        out += [f"Not installed, so not measured: {', '.join(missing)}.", ""]
+    out += [
+        "plainrl's speed over the peer's, like with like (median of the ratios "
+        "within a turn), one thread:",
         "",
         table(
-            ["copies", "Gymnasium"] + [label[k] for k in kinds] + ["compile time (s)"],
-            [
-                [r["n"], _fmt(r["gymnasium_rate"])]
-                + [_fmt(r[f"{k}_rate"]) for k in kinds]
-                + [f"{r['compile_s']:.1f}"]
-                for r in t
-            ],
-        ),
-        "",
-        "Ratios to Gymnasium:",
-        "",
-        table(
-            ["copies"] + [f"{label[k]} / Gymnasium" for k in kinds],
+            ["copies"] + ratios,
             [
                 [r["n"]]
                 + [
-                    f"{r[f'{k}_ratio']:.2f}×"
-                    if k == "eager"
-                    else f"**{r[f'{k}_ratio']:.2f}×**"
-                    for k in kinds
+                    f"{r['ratios'][k]:.2f}×" if k in r["ratios"] else "–"
+                    for k in ratios
                 ]
-                for r in t
+                for r in one
             ],
-        ),
-        "",
-        *(
-            [
-                f"*{label['cores']}* is the same step compiled for the "
-                f"{t[0]['cores']} cores of this machine: Inductor "
-                "splits the copies between the threads. Gymnasium's NumPy step has no "
-                "such option and runs on one core "
-                "whatever torch is set to, so this column compares what the machine "
-                "delivers, not the speed of a core.",
-                "",
-            ]
-            if "cores" in kinds
-            else []
-        ),
-        "Compilation happens once per number of copies, before the timed steps, and "
-        "is not counted in the rates; "
-        "later runs reuse Inductor's on-disk cache.",
-        "",
-        "## 2. Time to solve CartPole-v1",
-        "",
-        "Solved: the mean return of the last 100 episodes reaches 475, checked after "
-        "every update. Then each run "
-        "trains on until 100 more episodes have finished; *stayed solved* counts the "
-        "seeds whose mean return over "
-        f"those episodes is still at least 475. {len(next(iter(solve.values())))} "
-        "seeds each; a run stops unsolved "
-        f"after {settings['max_env_steps']:,} environment steps. plainrl: chapter 6's "
-        "`Trainer` with "
-        f"{settings['num_envs']} episodes per update, Adam {settings['lr']}, two "
-        f"hidden layers of {settings['hidden']}, "
-        f"moving-average baseline β = {settings['beta']} (eq. 15). Chapter 6 uses β = "
-        f"{config('cartpole').weights.beta}; "
-        "a baseline that lags about 1/(1 − β) updates behind the returns leaves large "
-        "positive weights once the "
-        "policy reaches 500, which can push a solved policy off: the row with chapter "
-        "6's β measures it. "
-        "Textbook REINFORCE: one Gymnasium environment, one episode at a time, one "
-        "policy call per action, a "
-        "batch of 5,000 steps per update, reward-to-go weights, one hidden layer of "
-        "32, Adam 1e-2 (as OpenAI "
-        "Spinning Up's example {cite}`achiam2018spinningup`).",
-        "",
-        table(
-            [
-                "method",
-                "seeds solved",
-                "median env steps to solve",
-                "median seconds to solve",
-                "stayed solved",
-            ],
-            [
-                [
-                    name,
-                    f"{r['solved']}/{r['seeds']}",
-                    _fmt(r["steps"]),
-                    _fmt(r["wall"], ".1f"),
-                    f"{r['stayed']}/{r['seeds']}",
-                ]
-                for name, r in rows.items()
-            ],
-        ),
+        ),  # fmt: skip
         "",
     ]
-    if best and base["steps"]:
-        b = rows[best]
+    if cores:
+        n_cores = os.cpu_count()
         out += [
-            "Best plainrl variant (fastest median among those that solved every "
-            f"seed): **{best}**: "
-            f"**{base['wall'] / b['wall']:.1f}×** less wall time and "
-            f"**{base['steps'] / b['steps']:.1f}×** "
-            "fewer environment steps than textbook REINFORCE (ratios of medians). "
-            "This is a **recipe comparison**, not a measure of the package: the two "
-            "differ in batch size, network, baseline and its β, and the best of five "
-            "variants was picked; an engine-against-textbook race at identical "
-            "settings is not measured yet.",
+            f"The same on all {n_cores} cores (torch, XLA and EnvPool may use them; "
+            "Gymnasium's NumPy step runs on one whatever is set):",
+            "",
+            table(
+                ["copies"] + ratios,
+                [
+                    [r["n"]]
+                    + [
+                        f"{r['ratios'][k]:.2f}×" if k in r["ratios"] else "–"
+                        for k in ratios
+                    ]
+                    for r in cores
+                ],
+            ),  # fmt: skip
             "",
         ]
-    else:
-        out += [
-            "No plainrl variant solved every seed, or the textbook baseline solved "
-            "none: no ratio.",
-            "",
-        ]
+    return out, bars
+
+
+def section2(solve, race):
+    "Section 2's text and tables; bars and curves for the figures."
+    s = {name: solve_summary(runs) for name, runs in solve.items()}
+    rows = []
+    for name, f in s.items():
+        rows.append(
+            [
+                name,
+                f"{f['solved']}/{f['seeds']}",
+                spread(f["steps"], ",.0f"),
+                spread(f["wall"], ".1f"),
+                f"{f['stayed']}/{f['seeds']}",
+            ]
+        )
+    bars, text = {}, []
+    book, engine = s["textbook loop"], s["engine, textbook settings"]
+    if book["wall"] and engine["wall"]:
+        speed = statistics.median(book["wall"]) / statistics.median(engine["wall"])
+        bars["engine / textbook loop, time to solve"] = speed
+        text.append(
+            f"**(a)** The engine reaches the target **{speed:.1f}×** sooner in wall "
+            "time than the textbook loop with the same settings (ratio of medians); "
+            "their steps to solve agree within the spread of the seeds, as they must: "
+            "the same algorithm, batch, network, initial weights and optimizer."
+        )
+    recipe = s["recipe"]
+    if book["steps"] and recipe["steps"]:
+        fewer = statistics.median(book["steps"]) / statistics.median(recipe["steps"])
+        sooner = statistics.median(book["wall"]) / statistics.median(recipe["wall"])
+        text.append(
+            f"**(b)** A **recipe comparison**, not a measure of the package: chapter "
+            f"7's recipe solves with {fewer:.1f}× fewer environment steps and "
+            f"{sooner:.1f}× less wall time than the textbook settings."
+        )
+    out = [
+        "## 2. Time to solve CartPole-v1",
+        "",
+        f"Solved: the mean return of the last {race.window} episodes reaches "
+        f"{race.target:.0f}, checked after every update; each run then trains on for "
+        f"{race.window} more episodes, and *stayed solved* counts the seeds whose mean "
+        f"return is still at least {race.target:.0f} at the end. A run stops unsolved "
+        f"after {race.max_env_steps:,} steps. Medians over the seeds, range in "
+        "brackets.",
+        "",
+        f"*Textbook loop*: REINFORCE as the textbooks write it: one Gymnasium "
+        "environment, one episode at a time, one policy call per action; "
+        f"{race.episodes} whole episodes per update, reward-to-go weights, the loss "
+        "averaged over the batch's steps, one hidden layer of 32 tanh units, Adam "
+        f"{race.lr:g}. *Engine, textbook settings*: the same batch, loss, network, "
+        "initial weights and optimizer through plainrl's `Trainer` "
+        "(`aggregate='token_mean'`), its copies stepping together. *Recipe*: chapter "
+        "7's: 16 episodes per update, two hidden layers of 32, reward-to-go minus a "
+        "moving-average baseline (β = 0.7), the loss of eq. 12, Adam 0.01.",
+        "",
+        table(["method", "solved", "steps to solve", "seconds", "stayed"], rows),
+        "",
+        *[t + "\n" for t in text],
+    ]
+    curves = {name: [c for _, c in runs] for name, runs in solve.items()}
+    return out, bars, curves
+
+
+def section3(lm, sampling, settings):
+    "Section 3's text and tables; bars and curves for the figures."
+    out = [
+        "## 3. The language-model engine against TRL",
+        "",
+        "The addition task of chapter 8 (`AdditionTask` and its verifier), a GPT-2 "
+        f"of {settings.layers} layers of width {settings.width} built here with the "
+        "character tokenizer `plainrl.hf.char_tokenizer`, pretrained for "
+        f"{settings.pretrain_steps} steps on the task's corpus so that RL starts from "
+        "partial success. Both sides start from that model: "
+        f"{settings.prompts} prompts × {settings.group} answers per update, GRPO's "
+        "group-normalised advantage, β = 0 (no KL), one gradient step per batch, the "
+        f"loss averaged over the batch's tokens, Adam {settings.lr:g} at a constant "
+        "rate, no gradient clipping, sampling at temperature 1. plainrl: the engine "
+        "through `plainrl.hf` (`HFPolicy`, the sample stage of the model's cache, "
+        "one forward pass per answer in the update, the prompts without the task's "
+        "all-padding columns, as TRL pads them). TRL: `GRPOTrainer` "
+        "(`loss_type='bnpo'`). The GPT-2 has no dropout, and counts positions from "
+        "each row's first real token when its caller gives none (TRL's loss forward "
+        "gives none: with left-padded prompts it would otherwise train on other "
+        "positions than it sampled with).",
+        "",
+    ]
+    curves, small = lm
+    bars, speed_rows, reward_rows = {}, [], []
+    big = settings.group * settings.prompts
+    for answers, per_s in ((8 * settings.group, small),
+                           (big, {k: [c[-1][1] / c[-1][0] for c in v]
+                                  for k, v in curves.items()})):  # fmt: skip
+        if not per_s["plainrl"]:
+            continue
+        mine = statistics.median(per_s["plainrl"]) * answers
+        theirs = statistics.median(per_s["TRL"]) * answers if per_s["TRL"] else None
+        x = mine / theirs if theirs else None
+        speed_rows.append([answers, f"{mine:,.0f}",
+                           "–" if theirs is None else f"{theirs:,.0f}",
+                           "–" if x is None else f"**{x:.2f}×**"])  # fmt: skip
+        if x is not None:
+            bars[f"plainrl engine / TRL, samples/s, {answers} per update"] = x
+    for name, runs in curves.items():
+        if runs:
+            first = [statistics.mean(c[2] for c in run[:10]) for run in runs]
+            last = [statistics.mean(c[2] for c in run[-10:]) for run in runs]
+            reward_rows.append([name, spread(first, ".2f"), spread(last, ".2f")])
     out += [
-        "Per seed (env steps to solve; – = not solved within the budget):",
+        "Samples (answers) per second, the median over the seeds, at two batch "
+        "sizes: the learning curves' and 8 prompts per update, where the cost of "
+        "each update's machinery weighs more than the model's arithmetic:",
+        "",
+        table(["answers per update", "plainrl", "TRL", "plainrl / TRL"], speed_rows),
+        "",
+        f"Mean reward over {len(curves['plainrl'])} seeds (median and range), "
+        f"{big} answers per update:",
         "",
         table(
-            ["method"] + [f"seed {i}" for i in range(len(next(iter(solve.values()))))],
-            [
-                [name] + [_fmt(r["env_steps"]) for r in runs]
-                for name, runs in solve.items()
-            ],
-        ),
+            ["", "first 10 updates", f"last 10 of {settings.updates}"], reward_rows
+        ),  # fmt: skip
         "",
-        "## 3. Token task",
-        "",
-        f"Sampled answers per second, answers of {settings['answer_len']} tokens "
-        f"after a {PROMPT_LEN}-token prompt: "
-        "`rollout_tokens` (a key–value cache: each token reads only itself) against "
-        "`rollout` (the policy "
-        "re-reads the whole prefix for every token). Same policy (an untrained "
-        "`TransformerPolicy`: the cost "
-        "does not depend on the weights), same sampled tokens.",
+    ]
+    if not curves["TRL"]:
+        out += ["TRL is not installed: not measured.", ""]
+    out += [
+        "Sampling alone: tokens per second of plainrl's sampling and of the model's "
+        f"own `generate` (sampling with its cache, {sampling['n_tokens']} new tokens, "
+        "no early stop), on the same untrained GPT-2:",
         "",
         table(
-            [
-                "batch size",
-                "re-encode (answers/s)",
-                "KV cache (answers/s)",
-                "KV cache / re-encode",
-            ],
+            ["batch", "plainrl (tokens/s)", "`generate` (tokens/s)", "ratio"],
             [
                 [
                     r["B"],
-                    _fmt(r["re-encode"]),
-                    _fmt(r["kv cache"]),
-                    f"**{r['ratio']:.2f}×**",
+                    fmt_rate(r["rates"]["plainrl"]),
+                    fmt_rate(r["rates"]["generate"]),
+                    f"{r['ratio']:.2f}×",
                 ]
-                for r in tokens_rate
+                for r in sampling["rows"]
             ],
-        ),
-        "",
-        "From the base model to 90% verifier success with chapter 6's settings "
-        "(`config('tokens')`: answers of "
-        f"{tokens_train[0]['answer_len']} token(s), {config('tokens').task.num_envs} "
-        "answers per update):",
-        "",
-        table(
-            ["seed", "KV cache", "updates to 90%", "seconds", "success at the end"],
-            [
-                [
-                    r["seed"],
-                    "yes" if r["kv_cache"] else "no",
-                    _fmt(r["solved_at"], "d"),
-                    f"{r['wall_s']:.1f}",
-                    f"{r['success']:.2f}",
-                ]
-                for r in tokens_train
-            ],
-        ),
-        "",
-        "## GPU",
-        "",
-        (
-            "Not measured yet: no GPU was available when this page was generated. "
-            "Every figure above is a CPU figure."
-            if info["GPU"] == "none"
-            else f"A GPU ({info['GPU']}) was present, but every figure above was "
-            "measured on the CPU; the GPU rows are not measured yet."
-        ),
+        ),  # fmt: skip
         "",
     ]
-    return "\n".join(out)
+    for r in sampling["rows"]:
+        bars[f"plainrl sampling / generate, batch {r['B']}"] = r["ratio"]
+    return out, bars, {k: v for k, v in curves.items() if v}
+
+
+def gpu_section(info):
+    "The GPU rows of `make gpu-check` if committed, else a statement that none are."
+    if GPU_ROWS.exists():
+        return ["## GPU", "", GPU_ROWS.read_text().strip(), ""]
+    return [
+        "## GPU",
+        "",
+        "Not measured: no GPU has run `make gpu-check` yet (its rows go here, with "
+        "the GPU named). Every figure above is a CPU figure.",
+        "",
+    ]
+
+
+def render(info, results, settings, seconds, out):
+    "The benchmarks page (MyST Markdown) and its figures beside `out`."
+    quick = (
+        " (quick mode: tiny settings, not for the book)" if settings["quick"] else ""
+    )
+    page = [
+        "# Benchmarks",
+        "",
+        f"Measured by `make bench` (`python benchmarks/bench.py`) on "
+        f"{date.today().isoformat()} in {seconds / 60:.1f} minutes{quick}"
+        ". Every figure is a ratio to a peer measured in the same run on this "
+        "machine, the two taking turns; timings move with what else the machine is "
+        "doing, the ratios less.",
+        "",
+        table(["machine", ""], list(info.items())),
+        "",
+    ]
+    text1, bars1 = section1(results["one"], results["cores"], settings)
+    text2, bars2, curves2 = section2(results["solve"], settings["race"])
+    text3, bars3, curves3 = section3(results["lm"], results["sampling"],
+                                     settings["lm"])  # fmt: skip
+    bars = bars1 | bars2 | bars3
+    ratios_png = out.with_name("benchmarks_ratios.png")
+    curves_png = out.with_name("benchmarks_curves.png")
+    ratio_figure(bars, ratios_png)
+    panels = {"CartPole (section 2)": ("mean return, last 100 episodes", curves2)}
+    if curves3:
+        panels["addition with GPT-2 (section 3)"] = ("mean reward", curves3)
+    curves_figure(panels, curves_png)
+    page += [
+        figure(ratios_png, "Bar chart of plainrl's speed over each peer's, one bar per "
+               "benchmark and size, on a log scale with a line at 1",
+               "plainrl's speed over the peer's in every like-with-like comparison "
+               "below (one thread; green: plainrl faster)."),
+        figure(curves_png, "Learning curves against wall time: CartPole's mean "
+               "return for the textbook loop, the engine with its settings and the "
+               "recipe; the addition task's reward for plainrl and TRL",
+               "Learning curves against wall time, one line per seed: the same "
+               "algorithm learns alike in plainrl and in its peer, sooner."),
+    ]  # fmt: skip
+    page += text1 + text2 + text3 + gpu_section(info)
+    out.write_text("\n".join(page))
 
 
 def main(argv=None):
-    "`python benchmarks/bench.py`: run the benchmarks and write the page."
-    p = argparse.ArgumentParser(
-        prog="benchmarks/bench.py",
-        description="Measure plainrl against its peers and "
-        "write the benchmarks page of the book.",
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("book/benchmarks.md"), help="the page to write"
-    )
+    "`python benchmarks/bench.py`: run the benchmarks, write the page and figures."
+    p = argparse.ArgumentParser(prog="benchmarks/bench.py", description=__doc__)
+    p.add_argument("--out", type=Path, default=ROOT / "book" / "benchmarks.md")
     p.add_argument(
         "--quick",
         action="store_true",
-        help="tiny settings, to check that everything runs (not for the book)",
+        help="tiny settings, to check that everything runs (not the book)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch threads for sections 2 and 3 (default 1, as NumPy); "
-        "section 1 measures one thread and all cores",
-    )
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    p.add_argument("--worker", help=argparse.SUPPRESS)  # section 1 in a subprocess
+    args = p.parse_args(argv)  # fmt: skip
+    if args.worker:
+        print(json.dumps(throughput_worker(**json.loads(args.worker))))
+        return 0
+    torch.set_num_threads(1)
     quick = args.quick
+    race = Race(max_env_steps=3_000) if quick else Race()
+    lm = LM(group=2, prompts=2, updates=2, pretrain_steps=2) if quick else LM()
     settings = {
-        "seconds": 0.2 if quick else 0.5,
-        "repeats": 2 if quick else 5,
-        **SOLVE,
-        "max_env_steps": 30_000 if quick else 500_000,
-        "answer_len": 8,
+        "quick": quick,
+        "K": 20 if quick else 500,
+        "race": race,
+        "lm": lm,
+        "seconds": 0.02 if quick else 0.5,
+        "repeats": 1 if quick else 5,
     }
-    start = time.perf_counter()
+    start = time.perf_counter()  # fmt: skip
 
-    def log(msg):
-        seconds = time.perf_counter() - start
-        print(f"[{seconds:6.0f} s] {msg}", file=sys.stderr, flush=True)
+    def log(message):
+        print(f"[{time.perf_counter() - start:6.0f} s] {message}", file=sys.stderr)
 
-    log("1. environment throughput")
-    throughput = env_throughput(
-        sizes=(1, 64) if quick else (1, 64, 1024, 4096),
-        seconds=settings["seconds"],
-        repeats=settings["repeats"],
-    )
+    results = {}
+    sizes = [1, 64] if quick else [1, 64, 1024, 4096]
+    run = dict(sizes=sizes, K=settings["K"], seconds=settings["seconds"],
+               repeats=settings["repeats"], compile=not quick)  # fmt: skip
+    log("1. CartPole throughput, one thread")
+    results["one"] = throughput(1, **run)
+    cores = os.cpu_count()
+    results["cores"] = None
+    if cores > 1 and not quick:
+        log(f"1. CartPole throughput, {cores} threads")
+        results["cores"] = throughput(cores, **run)
     log("2. time to solve CartPole")
-    solve = time_to_solve(
-        seeds=range(2) if quick else range(5), max_env_steps=settings["max_env_steps"]
-    )
-    log("3. token task")
-    tokens_rate = token_throughput(
-        batch_sizes=(1, 64) if quick else (1, 64, 256, 1024),
-        seconds=0.3 if quick else 1.0,
-    )
-    tokens_train = token_training(seeds=range(1) if quick else range(3))
-    page = render(
-        machine(),
-        throughput,
-        solve,
-        tokens_rate,
-        tokens_train,
-        time.perf_counter() - start,
-        settings,
-    )
+    seeds = range(1) if quick else range(5)
+    if installed("gymnasium"):
+        results["solve"] = time_to_solve(seeds, race)
+    else:
+        results["solve"] = {}
+    log("3. the language-model engine against TRL")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as workdir:
+        results["lm"] = lm_race(lm, range(1) if quick else range(3), workdir)
+    batches = [1, 8] if quick else [1, 64, 256]
+    n_tokens = 4 if quick else 24
+    rows = sampling_race(batches, n_tokens, settings["seconds"], settings["repeats"])
+    results["sampling"] = {"rows": rows, "n_tokens": n_tokens}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
+    render(machine(), results, settings, time.perf_counter() - start, args.out)
     log(f"wrote {args.out}")
     return 0
 

@@ -1,8 +1,8 @@
 """The set-up files agree.
 
 environment.yml (the conda route) pins what pyproject.toml pins, its dependencies and
-every extra (dev, hf, bench); LICENSE and CITATION.cff match pyproject.toml and the
-package.
+the extras `make venv` installs (dev, bench, hf; not `peers`, which `make bench`
+installs); LICENSE and CITATION.cff match pyproject.toml and the package.
 yaml comes with jupyter-book (the dev extra)."""
 
 import re
@@ -15,9 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
-def pyproject_pins():
-    extras = PROJECT["optional-dependencies"]
-    return set(PROJECT["dependencies"]) | {r for reqs in extras.values() for r in reqs}
+# The extras `make venv` installs (the conda route's environment); `peers`, the
+# benchmarks' other peers, is installed by `make bench` alone.
+VENV_EXTRAS = ("dev", "bench", "hf")
+
+
+def pyproject_pins(extras=VENV_EXTRAS):
+    chosen = [PROJECT["optional-dependencies"][e] for e in extras]
+    return set(PROJECT["dependencies"]) | {r for reqs in chosen for r in reqs}
 
 
 def environment_pins():
@@ -46,8 +51,15 @@ def test_the_extras_make_installs_are_pinned_in_both():
     assert {"ruff", "gymnasium", "torch"} <= names
 
 
+def test_make_venv_installs_those_extras_and_bench_the_peers():
+    makefile = (ROOT / "Makefile").read_text()
+    assert f'-e ".[{",".join(VENV_EXTRAS)}]"' in makefile
+    assert '-e ".[dev,bench,hf,peers]"' in makefile and "GYMNAX := gymnax==" in makefile
+
+
 def test_every_dependency_is_pinned():
-    assert all("==" in r for r in pyproject_pins()), (
+    every = tuple(PROJECT["optional-dependencies"])
+    assert all("==" in r for r in pyproject_pins(every)), (
         "pin every dependency exactly (torch==2.13.0 above all)"
     )
 

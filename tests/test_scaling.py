@@ -21,7 +21,12 @@ from plainrl.checkpoint import (
 from plainrl.cli import config
 from plainrl.engine import Algorithm, Budget, Trainer, update
 from plainrl.envs.cartpole import CartPole
-from plainrl.envs.fused import FusedCartPole, compile_kernel, counter_uniform
+from plainrl.envs.fused import (
+    FusedCartPole,
+    _counter_uniform,
+    compile_kernel,
+    counter_uniform,
+)
 from plainrl.envs.tokens import MAX_ANSWER_LEN, PROMPT_LEN, VOCAB_SIZE, TokenTask
 from plainrl.generate import generate, rollout_tokens
 from plainrl.losses import reinforce_loss
@@ -329,11 +334,45 @@ def test_counter_uniform_is_a_uniform_bijection_of_each_block():
 
 def test_compile_kernel_gives_the_eager_numbers():
     counter = torch.arange(4096) * 1_000_003
-    seed = torch.tensor(12345)
+    halves = (torch.tensor(12345), torch.tensor(0))  # the seed 12345, as kernels get it
     assert torch.equal(
-        compile_kernel(counter_uniform, counter, seed)(counter, seed),
-        counter_uniform(counter, seed),
+        compile_kernel(_counter_uniform, counter, *halves)(counter, *halves),
+        counter_uniform(counter, 12345),
     )
+
+
+@pytest.mark.parametrize("autoreset", [False, True])
+def test_fused_rollout_is_step_after_step(autoreset):
+    """rollout(actions [K, N]) gives what K calls of step give, bit for bit (eager: the
+    compiled rollout is the benchmarks'); without autoreset that is CartPole's."""
+    make = dict(device="cpu", seed=5, compile=False, autoreset=autoreset)
+    stepped, rolled = FusedCartPole(64, **make), FusedCartPole(64, **make)
+    stepped.reset(), rolled.reset()
+    g = torch.Generator().manual_seed(0)
+    actions = torch.randint(0, 2, (300, 64), generator=g)
+    outs = [stepped.step(a) for a in actions]
+    parts = rolled.rollout(actions[:200]), rolled.rollout(actions[200:])  # two calls
+    for k, (first, second) in enumerate(zip(*parts)):
+        assert torch.equal(
+            torch.stack([o[k] for o in outs]), torch.cat([first, second])
+        )
+    assert torch.equal(stepped.state, rolled.state)
+    assert torch.equal(stepped.t, rolled.t) and torch.equal(stepped.done, rolled.done)
+    if not autoreset:  # chapter 3's CartPole, stepped through the same actions
+        ref = CartPole(64, device="cpu", seed=5)
+        ref.reset()
+        for a in actions:
+            ref.step(a)
+        assert torch.equal(ref.state, rolled.state) and torch.equal(ref.t, rolled.t)
+
+
+def test_fused_rollout_bad_action_raises_and_changes_nothing():
+    env = FusedCartPole(4, device="cpu", compile=False, autoreset=True)
+    env.reset()
+    before, t = env.state, env.t
+    with pytest.raises(ValueError, match=r"actions must lie in \[0, 2\)"):
+        env.rollout(torch.tensor([[0, 1, 0, 1], [0, 2, 0, 0]]))
+    assert torch.equal(env.state, before) and torch.equal(env.t, t)
 
 
 def test_fused_seeds_differing_in_high_bits_give_other_restart_streams():
