@@ -30,6 +30,8 @@ from torch.distributions import Categorical
 
 from plainrl.advantages import Weights
 from plainrl.engine import Algorithm, Budget, Trainer
+from plainrl.generate import generate, rollout_tokens
+from plainrl.lm import OneForwardPass
 from plainrl.tasks import TaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,32 +384,6 @@ def solve_summary(runs):
 
 
 # ------------------------------------------------------------ 3. language model vs TRL
-# The one place that names plainrl's language-model sampling (plainrl.hf.generate and
-# plainrl.hf.rollout_tokens): the sampling is being consolidated; adapt it here.
-def lm_generate(policy, prompts, n_tokens):
-    "plainrl's sampling: n_tokens actions after each prompt, read through the cache."
-    from plainrl import hf
-
-    return hf.generate(policy, prompts, n_tokens)
-
-
-def lm_sample_stage(env, policy):
-    """The engine's sample stage on the addition task: answers that stop at EOS,
-    sampled after the prompts only (s_0 without its columns that are padding in
-    every row, as TRL pads prompts to the longest), replayed through the task."""
-    from plainrl import hf
-    from plainrl.envs.addition import PROMPT_LEN
-    from plainrl.generate import replay
-
-    env.stop = True  # the answer ends at the task's EOS
-    obs = env.reset()
-    stop = env.eos_id
-    actions, log_probs, mask = hf.generate(policy, obs[:, -PROMPT_LEN:], env.max_steps,
-                                           stop_id=stop)  # fmt: skip
-    actions = torch.where(mask, actions, stop)  # any action once an answer ended
-    return replay(env, obs, actions, log_probs, mask)
-
-
 @dataclass
 class LM:
     "The settings both sides share (part 3)."
@@ -478,30 +454,6 @@ def lm_model(settings, seed):
     return model, tokenizer
 
 
-class WholeAnswersHF(nn.Module):
-    """The update's model: π_θ at every step of an answer from one forward pass over
-    prompt and answer (as TRL computes it), not one pass per step."""
-
-    def __init__(self, policy):
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, obs):
-        from plainrl.envs.addition import PROMPT_LEN
-
-        # the prompt (s_0 without its all-padding columns), then a_0 ... a_T-2
-        tokens = torch.cat([obs[:, 0, -PROMPT_LEN:], obs[:, 1:, -1]], 1)
-        logits = self.policy.logits(tokens)[:, PROMPT_LEN - 1 :]
-        return Categorical(logits=logits, validate_args=False)
-
-
-class UpdateInOnePass:
-    "Engine hook: the update reads each answer in one forward pass."
-
-    def ready(self, trainer):
-        trainer.model = WholeAnswersHF(trainer.policy)
-
-
 def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
     """plainrl's engine (through plainrl.hf) on the addition task: per update the mean
     reward and the wall time (on CUDA in bf16). Returns the curve [(wall s, update,
@@ -525,9 +477,9 @@ def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
         budget,
         seed=seed,
         device=device,
-        sample=lm_sample_stage,
+        sample=rollout_tokens,  # through the model's own cache
         weigh=weigh,
-        hooks=[UpdateInOnePass()] + ([Autocast()] if device == "cuda" else []),
+        hooks=[OneForwardPass()] + ([Autocast()] if device == "cuda" else []),
     )
     run.fit()  # fmt: skip
     # window = n: a row's return is the mean reward of its own batch, as TRL logs it
@@ -608,9 +560,9 @@ def lm_race(settings, seeds, workdir):
 
 
 def sampling_race(batches, n_tokens, seconds, repeats):
-    """Tokens per second of plainrl's sampling (`lm_generate`) and of the model's own
-    `generate` (sampling, the model's cache, no early stop), the same untrained GPT-2,
-    at each batch size: rows {B, rates, ratio}."""
+    """Tokens per second of plainrl's sampling (chapter 8's `generate`) and of the
+    model's own `generate` (sampling, the model's cache, no early stop), the same
+    untrained GPT-2, at each batch size: rows {B, rates, ratio}."""
     from plainrl.hf import HFPolicy, char_tokenizer
 
     tokenizer = char_tokenizer("0123456789+=")
@@ -642,7 +594,7 @@ def sampling_race(batches, n_tokens, seconds, repeats):
                 )  # fmt: skip
 
         methods = {
-            "plainrl": (lambda: lm_generate(policy, prompts, n_tokens), B * n_tokens),
+            "plainrl": (lambda: generate(policy, prompts, n_tokens), B * n_tokens),
             "generate": (theirs, B * n_tokens),
         }
         rates = turns(methods, repeats, seconds)

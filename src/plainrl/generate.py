@@ -116,8 +116,11 @@ def rollout_tokens(task, policy):
                 f"task has {name}={mine} and policy {its}: expected the same action ids"
             )
     obs = task.reset()
+    prompts = obs[:, -task.prompt_len :]  # s_0 without its columns of padding only
     stop_id = task.eos_id if task.stop else None
-    actions, log_probs, mask = generate(policy, obs, task.max_steps, stop_id=stop_id)
+    actions, log_probs, mask = generate(
+        policy, prompts, task.max_steps, stop_id=stop_id
+    )
     actions = torch.where(mask, actions, task.eos_id)  # any action will do once done
     return replay(task, obs, actions, log_probs, mask)
 
