@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
-from plainrl.cli import EXIT, config, main
+from plainrl.checkpoint import load_checkpoint
+from plainrl.cli import EXIT, config, load_policy, main
+from plainrl.runs import KEYS
 
 
 def run_cli(tmp_path, *extra):
@@ -135,6 +138,10 @@ def test_sample_answers_with_a_runs_policy(tmp_path, capsys):
     args = ["train", "--task", "tokens", "--device", "cpu", "--no-progress"]
     args += ["--run-dir", str(tmp_path), "--max-updates", "2", "--num-envs", "16"]
     assert main(args) == EXIT["unsolved"]
+    policy, env = load_policy(tmp_path, "cpu")  # the trained weights, not new ones
+    saved = load_checkpoint(tmp_path / "checkpoint.pt", KEYS)["policy"]
+    assert all(torch.equal(v, saved[k]) for k, v in policy.state_dict().items())
+    assert env.prompt_len == 2 and policy.config["block_size"] == 2 + 2
     ask = ["sample", "--run-dir", str(tmp_path), "--prompt", "7=", "--prompt", "3="]
     assert main([*ask, "--samples", "3", "--device", "cpu"]) == 0
     lines = capsys.readouterr().out.splitlines()
