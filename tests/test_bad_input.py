@@ -1096,7 +1096,7 @@ def _corrupt_run_dir(tmp):
 
 def _begin(hook):
     "Run a Checkpoints hook's begin for a rank-0 trainer, then release it."
-    trainer = SimpleNamespace(rank=0)
+    trainer = SimpleNamespace(rank=0, world_size=1)
     try:
         hook.begin(trainer)
     finally:

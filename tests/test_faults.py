@@ -221,3 +221,12 @@ def test_a_killed_or_stopped_rank_stops_the_other_with_status_6(kind, tmp_path):
     assert lines[0].endswith(f"the last checkpoint, of update 2, is {tmp_path}/"
                              "checkpoint.pt")  # fmt: skip
     assert load_checkpoint(tmp_path / "checkpoint.pt")["state"]["update"] == 2
+
+
+def test_a_run_directory_refused_by_rank_0_stops_every_rank_at_once(tmp_path):
+    (tmp_path / "metrics.csv").write_text("update\n1\n")  # it holds a run
+    procs = start_ranks(tmp_path)
+    (status_0, lines_0), (status_1, lines_1) = (said(p) for p in procs)
+    assert status_0 == status_1 == 5, (lines_0, lines_1)  # not 6, "lost contact"
+    assert len(lines_0) == 1 and "already holds a run" in lines_0[0]
+    assert lines_1 == []  # rank 0 speaks for the run

@@ -234,8 +234,8 @@ class Trainer:
 
     def fit(self):
         "Train until solved or out of budget; returns the trainer, which is the run."
-        self.call("begin")
         try:
+            self.call("begin")  # a hook that refuses here still gets its end
             self.setup()
             self.call("ready")
             self.start = time.perf_counter() - self.state.wall_s

@@ -203,8 +203,16 @@ class Checkpoints:
     # -------- before training
     def begin(self, trainer):
         self.main = trainer.rank == 0
+        refused = None
         if self.main:
-            self._claim()
+            try:
+                self._claim()
+            except RunDirError as error:
+                refused = str(error)
+        if trainer.world_size > 1:  # every rank learns rank 0's verdict at once
+            refused = gather_objects(refused)[0]
+        if refused is not None:
+            raise RunDirError(refused)
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._handlers[signum] = signal.signal(signum, self._note)
