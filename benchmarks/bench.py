@@ -31,7 +31,7 @@ from torch.distributions import Categorical
 from plainrl.advantages import Weights
 from plainrl.engine import Algorithm, Budget, Trainer
 from plainrl.generate import generate, rollout_tokens
-from plainrl.lm import OneForwardPass
+from plainrl.lm import OneForwardPass, pretrain
 from plainrl.tasks import TaskConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -424,9 +424,8 @@ def lm_model(settings, seed):
     """A GPT-2 built here (no download) with the character tokenizer of the addition
     task, pretrained by next-token prediction on the task's corpus (chapter 8), so
     that RL starts from partial success. Returns (model, tokenizer)."""
-    from plainrl.envs.addition import EOS, EQUALS, PAD, Prompts, corpus
+    from plainrl.envs.addition import EOS, PAD
     from plainrl.hf import HFPolicy, char_tokenizer
-    from plainrl.lm import warmup_cosine
 
     tokenizer = char_tokenizer("0123456789+=")  # ids as the task's; then EOS, PAD
     assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (EOS, PAD)
@@ -436,21 +435,9 @@ def lm_model(settings, seed):
         n_layer=settings.layers, n_head=4, bos_token_id=EOS, eos_token_id=EOS,
         pad_token_id=PAD,
     )  # fmt: skip
+    steps = settings.pretrain_steps  # chapter 8's pretraining, of this model
     policy = HFPolicy(model, tokenizer, device="cpu")
-    optimizer = torch.optim.Adam(model.parameters())
-    data, prompts = torch.Generator().manual_seed(seed), Prompts("train", "cpu")
-    steps = settings.pretrain_steps
-    for step in range(steps):
-        for group in optimizer.param_groups:  # chapter 8's schedule
-            group["lr"] = 5e-3 * warmup_cosine(step, steps, max(1, steps // 10))
-        documents = corpus(prompts, 128, 0.65, data)[3]
-        inputs, targets = documents[:, :-1], documents[:, 1:]
-        answer = (inputs == EQUALS).cumsum(1) > 0  # the tokens after '='
-        logits = policy.logits(inputs)
-        loss = nn.functional.cross_entropy(logits[answer], targets[answer])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    pretrain(steps, seed=seed, device="cpu", policy=policy)
     return model, tokenizer
 
 
@@ -557,6 +544,16 @@ def lm_race(settings, seeds, workdir):
             curve = run(copy.deepcopy(model), fewer, seed)
             small[name].append(curve[-1][1] / curve[-1][0])
     return curves, small
+
+
+def ratio_table(ratios, rows):
+    "A table of the `ratios` (column names) of each row of section 1, by copies."
+    cells = [
+        [r["n"]]
+        + [f"{r['ratios'][k]:.2f}×" if k in r["ratios"] else "–" for k in ratios]
+        for r in rows
+    ]
+    return table(["copies"] + ratios, cells)
 
 
 def sampling_race(batches, n_tokens, seconds, repeats):
@@ -715,17 +712,7 @@ def section1(one, cores, settings):
         "plainrl's speed over the peer's, like with like (median of the ratios "
         "within a turn), one thread:",
         "",
-        table(
-            ["copies"] + ratios,
-            [
-                [r["n"]]
-                + [
-                    f"{r['ratios'][k]:.2f}×" if k in r["ratios"] else "–"
-                    for k in ratios
-                ]
-                for r in one
-            ],
-        ),  # fmt: skip
+        ratio_table(ratios, one),
         "",
     ]
     if cores:
@@ -734,17 +721,7 @@ def section1(one, cores, settings):
             f"The same on all {n_cores} cores (torch, XLA and EnvPool may use them; "
             "Gymnasium's NumPy step runs on one whatever is set):",
             "",
-            table(
-                ["copies"] + ratios,
-                [
-                    [r["n"]]
-                    + [
-                        f"{r['ratios'][k]:.2f}×" if k in r["ratios"] else "–"
-                        for k in ratios
-                    ]
-                    for r in cores
-                ],
-            ),  # fmt: skip
+            ratio_table(ratios, cores),
             "",
         ]
     return out, bars

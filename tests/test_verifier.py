@@ -245,3 +245,15 @@ def test_sweep_writes_every_variant_and_seed(tiny_base, tmp_path):
         assert [u for u, _ in r["curve"]] == [0, 1, 2] and r["wall_s"] > 0
         assert set(r["after"]) == {"all", "no carry", "carry"}
     assert set(stored["before"]["all"]) >= {"greedy", "pass@1", "pass@8"}
+
+
+def test_pretrain_trains_a_given_policy_in_place():
+    "pretrain(policy=...) trains that network (a Hugging Face model, in the bench)."
+    torch.manual_seed(0)
+    net = small_policy()
+    before = net.head.weight.clone()
+    trained, losses = pretrain(steps=3, batch_size=8, device="cpu", policy=net)
+    assert trained is net and not torch.equal(before, net.head.weight)
+    assert losses.shape == (3,)
+    with pytest.raises(TypeError, match="policy must be a policy of the addition"):
+        pretrain(steps=1, device="cpu", policy=TransformerPolicy(5, 4, device="cpu"))

@@ -384,7 +384,10 @@ def main(argv=None):
         p.train.error(str(e))
     sample = cached_rollout if args.kv_cache else rollout
     try:
-        policy = None if args.model is None else hf_policy(cfg, args.model)
+        policy = None
+        if args.model is not None:  # one copy of the task tells the model's actions
+            env = TASKS[cfg.task.name].make_env(cfg.task, 0, "cpu")
+            policy = hf_policy(args.model, env, cfg.device)
         run = Trainer(
             cfg.task,
             policy,
@@ -455,22 +458,20 @@ def report(run, run_dir, say):
     return EXIT["solved"]
 
 
-def hf_policy(cfg, model):
-    "The Hugging Face causal LM `model` (a path or a hub name) as the policy of `cfg`."
-    check_type(cfg, "cfg", Config)
+def hf_policy(model, env, device="auto"):
+    "The Hugging Face causal LM `model` (a path or a hub name) as a policy of `env`."
     if not isinstance(model, str) or not model:
         raise TypeError(f"model must be a path or a hub name, got {model!r}")
+    if not isinstance(env, TokenTask):
+        kind = type(env).__name__
+        raise ValueError(f"--model needs a token task (tokens, addition), got {kind}")
     try:
         from plainrl import hf
     except ImportError:
         raise ValueError(
             "--model needs the hf extra: pip install 'plainrl[hf]'"
         ) from None
-    env = TASKS[cfg.task.name].make_env(cfg.task, 0, "cpu")
-    if not isinstance(env, TokenTask):
-        name = cfg.task.name
-        raise ValueError(f"--model needs a token task (tokens, addition), got {name}")
-    return hf.from_pretrained(model, cfg.device, env=type(env))
+    return hf.from_pretrained(model, device, env=type(env))
 
 # %% ../../chapters/09_scaling.ipynb #18b3e426
 def load_policy(run_dir, device="auto"):
@@ -484,7 +485,7 @@ def load_policy(run_dir, device="auto"):
         raise ValueError(f"{run_dir} holds a {task.name} run; expected a token task")
     shape = saved.get("policy") or {}
     if "model" in shape:  # a Hugging Face model (--model)
-        policy = hf_policy(config(task.name, device=device), shape["model"])
+        policy = hf_policy(shape["model"], env, device)
     elif "vocab_size" in shape:
         policy = TransformerPolicy(**shape, device=device)
     else:

@@ -28,19 +28,26 @@ def warmup_cosine(step, steps, warmup):
 
 
 def pretrain(steps=1600, batch_size=128, lr=5e-3, drop=0.65, d_model=64, n_layer=4,
-             n_head=4, seed=0, device="auto"):  # fmt: skip
-    """The base model: a `TransformerPolicy` trained by next-token prediction on the
-    answers of `steps` fresh batches of the addition corpus (`corpus`, with `drop`).
-    Returns the policy and the loss of each step [steps] (a tensor on the device)."""
+             n_head=4, seed=0, device="auto", policy=None):  # fmt: skip
+    """The base model: `policy` (default: a new `TransformerPolicy` of d_model, n_head,
+    n_layer) trained by next-token prediction on the answers of `steps` fresh batches of
+    the addition corpus (`corpus`, with `drop`). Returns the policy and the loss of each
+    step [steps] (a tensor on the device)."""
     steps = check_int(steps, "steps")
     batch_size = check_int(batch_size, "batch_size")
     lr = check_real(lr, "lr", low=0, low_open=True)
     seed = check_int(seed, "seed", low=0)
     device = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):  # seeded weights, global random state kept
-        torch.manual_seed(seed)
-        policy = TransformerPolicy(
-            VOCAB_SIZE, BLOCK_SIZE, d_model, n_head, n_layer, device=device
+    if policy is None:
+        with torch.random.fork_rng(devices=[]):  # seeded weights, global state kept
+            torch.manual_seed(seed)
+            policy = TransformerPolicy(
+                VOCAB_SIZE, BLOCK_SIZE, d_model, n_head, n_layer, device=device
+            )
+    elif getattr(policy, "n_actions", None) != VOCAB_SIZE - 1:
+        kind = type(policy).__name__
+        raise TypeError(
+            f"policy must be a policy of the addition task's tokens, got {kind}"
         )
     prompts = Prompts("train", device)
     data = torch.Generator(device).manual_seed(seed)
