@@ -438,6 +438,12 @@ def lm_model(settings, seed):
     steps = settings.pretrain_steps  # chapter 8's pretraining, of this model
     policy = HFPolicy(model, tokenizer, device="cpu")
     pretrain(steps, seed=seed, device="cpu", policy=policy)
+    # plainrl's policy acts on every token but the padding; TRL's samples and scores
+    # over the whole vocabulary. The head gives the padding a logit of -1e9 (an
+    # untrained bias), so both sides hold the same π_θ.
+    bias = torch.zeros(len(tokenizer))
+    bias[PAD] = -1e9
+    model.lm_head.bias = nn.Parameter(bias, requires_grad=False)
     return model, tokenizer
 
 
@@ -504,7 +510,7 @@ def trl_lm(model, tokenizer, settings, seed, workdir):
         max_completion_length=ANSWER_LEN, max_steps=settings.updates,
         learning_rate=settings.lr, lr_scheduler_type="constant", warmup_steps=0,
         optim="adamw_torch", weight_decay=0.0, max_grad_norm=0.0,
-        loss_type="bnpo", scale_rewards="group", num_iterations=1,
+        loss_type="bnpo", scale_rewards="group", num_iterations=1, bf16=False,
         disable_dropout=True,
         logging_steps=1, disable_tqdm=True, temperature=1.0, top_p=1.0, top_k=0,
         shuffle_dataset=True, dataloader_num_workers=0,
