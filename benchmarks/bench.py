@@ -29,7 +29,7 @@ from torch import nn
 from torch.distributions import Categorical
 
 from plainrl.advantages import Weights
-from plainrl.engine import Algorithm, Budget, Trainer
+from plainrl.engine import Algorithm, Budget, Trainer, update
 from plainrl.generate import generate, rollout_tokens
 from plainrl.lm import OneForwardPass, pretrain
 from plainrl.tasks import TaskConfig
@@ -447,10 +447,10 @@ def lm_model(settings, seed):
     return model, tokenizer
 
 
-def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
-    """plainrl's engine (through plainrl.hf) on the addition task: per update the mean
-    reward and the wall time (on CUDA in bf16). Returns the curve [(wall s, update,
-    reward)]."""
+def plainrl_run(model, tokenizer, settings, seed, device="cpu", skip=True):
+    """plainrl's engine (through plainrl.hf) on the addition task, set up as TRL's run
+    (`trl_config`): the Trainer, not yet started (on CUDA in bf16). With `skip`, the
+    update leaves out the rows of weight 0 (the same step, chapter 8)."""
     import plainrl.verifier  # noqa: F401  (registers the addition task)
     from plainrl.envs.addition import ANSWER_LEN
     from plainrl.hf import HFPolicy
@@ -460,13 +460,13 @@ def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
     n = settings.group * settings.prompts
     task = TaskConfig("addition", num_envs=n, answer_len=ANSWER_LEN,
                       group_size=settings.group, stop=True)  # fmt: skip
-    algo = Algorithm(lr=settings.lr, aggregate="token_mean")  # TRL's bnpo
+    algo = Algorithm(lr=settings.lr, aggregate="token_mean", skip_zero_weights=skip)
     budget = Budget(max_updates=settings.updates, stop_when_solved=False, window=n)
     weigh = Weights(baseline="group_mean_std")  # GRPO's advantage
-    run = Trainer(
+    return Trainer(
         task,
         policy,
-        algo,
+        algo,  # token_mean: TRL's bnpo
         budget,
         seed=seed,
         device=device,
@@ -474,18 +474,44 @@ def plainrl_lm(model, tokenizer, settings, seed, device="cpu"):
         weigh=weigh,
         hooks=[OneForwardPass()] + ([Autocast()] if device == "cuda" else []),
     )
-    run.fit()  # fmt: skip
+
+
+def plainrl_lm(model, tokenizer, settings, seed, device="cpu", skip=True):
+    """`plainrl_run` trained: per update the mean reward and the wall time. Returns the
+    curve [(wall s, update, reward)]."""
+    run = plainrl_run(model, tokenizer, settings, seed, device, skip).fit()
     # window = n: a row's return is the mean reward of its own batch, as TRL logs it
     return [(r["wall_s"], r["update"], r["return"]) for r in run.state.rows]
 
 
+def trl_config(settings, seed, workdir):
+    """TRL's GRPOConfig with the settings of `plainrl_run`: β = 0, one gradient step
+    per batch, token-level mean (bnpo), group-normalised advantages, constant Adam, no
+    clipping of the gradient, fp32 (its bf16 defaults to True: autocast on the CPU)."""
+    from trl import GRPOConfig
+
+    from plainrl.envs.addition import ANSWER_LEN
+
+    return GRPOConfig(
+        output_dir=str(workdir), use_cpu=True, report_to="none", save_strategy="no",
+        seed=seed, beta=0.0, num_generations=settings.group,
+        per_device_train_batch_size=settings.group * settings.prompts,
+        max_completion_length=ANSWER_LEN, max_steps=settings.updates,
+        learning_rate=settings.lr, lr_scheduler_type="constant", warmup_steps=0,
+        optim="adamw_torch", weight_decay=0.0, max_grad_norm=0.0,
+        loss_type="bnpo", scale_rewards="group", num_iterations=1, bf16=False,
+        disable_dropout=True,
+        logging_steps=1, disable_tqdm=True, temperature=1.0, top_p=1.0, top_k=0,
+        shuffle_dataset=True, dataloader_num_workers=0,
+    )  # fmt: skip
+
+
 def trl_lm(model, tokenizer, settings, seed, workdir):
-    """TRL's GRPOTrainer with the same settings: β = 0, one gradient step per batch,
-    token-level mean (bnpo), group-normalised advantages, constant Adam, no clipping
-    of the gradient. Returns the curve [(wall s, update, mean reward)]."""
+    """TRL's GRPOTrainer with `trl_config`. Returns the curve [(wall s, update, mean
+    reward)]."""
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     from plainrl.envs.addition import ANSWER_LEN, PAD, Prompts, verify
 
@@ -503,18 +529,6 @@ def trl_lm(model, tokenizer, settings, seed, workdir):
             answers[i, : len(ids)] = torch.tensor(ids[:ANSWER_LEN])
         return verify(a, b, answers).tolist()
 
-    config = GRPOConfig(
-        output_dir=str(workdir), use_cpu=True, report_to="none", save_strategy="no",
-        seed=seed, beta=0.0, num_generations=settings.group,
-        per_device_train_batch_size=settings.group * settings.prompts,
-        max_completion_length=ANSWER_LEN, max_steps=settings.updates,
-        learning_rate=settings.lr, lr_scheduler_type="constant", warmup_steps=0,
-        optim="adamw_torch", weight_decay=0.0, max_grad_norm=0.0,
-        loss_type="bnpo", scale_rewards="group", num_iterations=1, bf16=False,
-        disable_dropout=True,
-        logging_steps=1, disable_tqdm=True, temperature=1.0, top_p=1.0, top_k=0,
-        shuffle_dataset=True, dataloader_num_workers=0,
-    )  # fmt: skip
     curve = []
 
     class Log(TrainerCallback):
@@ -525,8 +539,8 @@ def trl_lm(model, tokenizer, settings, seed, workdir):
 
     trainer = GRPOTrainer(
         model=model, processing_class=tokenizer, reward_funcs=reward,
-        args=config, train_dataset=Dataset.from_dict({"prompt": prompts}),
-        callbacks=[Log()],
+        args=trl_config(settings, seed, workdir),
+        train_dataset=Dataset.from_dict({"prompt": prompts}), callbacks=[Log()],
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # no log lines on the terminal
     start = time.perf_counter()
@@ -534,22 +548,88 @@ def trl_lm(model, tokenizer, settings, seed, workdir):
     return curve
 
 
+def same_gradient(model, tokenizer, settings, workdir):
+    """One batch sampled by plainrl, its gradient by both sides: plainrl's `update`
+    (skipping the rows of weight 0) and TRL's GRPO loss (`_compute_loss`, a private
+    method: what its trainer differentiates) on the same prompts, answers and
+    advantages. Returns the largest relative difference over the parameters' gradients
+    and the largest difference of the advantages (TRL's formula against plainrl's)."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    from plainrl.envs.addition import PAD
+
+    mine, theirs = copy.deepcopy(model), copy.deepcopy(model)
+    run = plainrl_run(mine, tokenizer, settings, seed=0)
+    run.setup()
+    run.call("ready")  # OneForwardPass
+    traj = run.sample(run.env, run.policy)
+    weights = run.weigh(traj)
+    frozen = torch.optim.SGD(mine.parameters(), lr=0.0)  # the gradient, no step
+    update(run.model, frozen, traj, weights, run.algo, run.loss)
+    # TRL's batch: prompts left-padded to the longest, answers right-padded after EOS
+    prompts = traj.obs[:, 0, -run.env.prompt_len :]
+    prompts = prompts[:, (prompts != PAD).any(0)]
+    answers = torch.where(traj.mask, traj.actions, PAD)
+    R = traj.rewards.sum(1).view(-1, settings.group)  # TRL: (r - mean) / (std + 1e-4)
+    advantages = (R - R.mean(1, keepdim=True)) / (R.std(1, keepdim=True) + 1e-4)
+    advantages = advantages.flatten()
+    n = len(answers)
+    trainer = GRPOTrainer(
+        model=theirs, processing_class=tokenizer, reward_funcs=lambda **kw: [0.0] * n,
+        args=trl_config(replace(settings, updates=1), 0, workdir),
+        train_dataset=Dataset.from_dict({"prompt": ["0+0="] * n}),
+    )  # fmt: skip
+    trainer.current_gradient_accumulation_steps = 1  # set by its training loop
+    inputs = dict(
+        prompt_ids=prompts, prompt_mask=(prompts != PAD).long(),
+        completion_ids=answers, completion_mask=traj.mask.long(),
+        advantages=advantages,
+    )  # fmt: skip
+    theirs.train()
+    trainer._compute_loss(theirs, inputs).backward()
+    worst = 0.0
+    for a, b in zip(mine.parameters(), theirs.parameters()):
+        if a.requires_grad:
+            size = b.grad.norm().clamp(min=1e-30)  # 0 when no group has signal
+            worst = max(worst, ((a.grad - b.grad).norm() / size).item())
+    return {
+        "gradient": worst,
+        "advantages": (advantages - weights[:, 0]).abs().max().item(),
+        "skipped": int((weights == 0).all(1).sum()),
+        "rows": n,
+    }
+
+
+SIDES = ("plainrl", "plainrl, every row", "TRL")  # every row: no skipping
+
+
 def lm_race(settings, seeds, workdir):
-    """Both sides on every seed, from the same pretrained model: {name: [curves]} at
-    `settings`, and at 8 prompts per update {name: [updates/s]} (TRL's empty when it
-    is not installed)."""
-    curves, small = {"plainrl": [], "TRL": []}, {"plainrl": [], "TRL": []}
+    """Every side on every seed, from the same pretrained model: {name: [curves]} at
+    `settings`, {name: [updates/s]} at 8 prompts per update, and `same_gradient` (TRL
+    only when it is installed)."""
+    curves = {name: [] for name in SIDES}
+    small = {name: [] for name in SIDES}
     model, tokenizer = lm_model(settings, 0)
-    sides = {"plainrl": lambda m, s, seed: plainrl_lm(m, tokenizer, s, seed)}
+    sides = {
+        "plainrl": lambda m, s, seed: plainrl_lm(m, tokenizer, s, seed),
+        "plainrl, every row": lambda m, s, seed: plainrl_lm(
+            m, tokenizer, s, seed, skip=False
+        ),
+    }
+    check = None
     if installed("trl"):
         sides["TRL"] = lambda m, s, seed: trl_lm(m, tokenizer, s, seed, workdir)
+        check = same_gradient(model, tokenizer, settings, workdir)
+        if check["gradient"] > 1e-4:  # then the race would not compare like with like
+            raise RuntimeError(f"plainrl's and TRL's gradients differ: {check}")
     fewer = replace(settings, prompts=8, updates=max(2, settings.updates // 3))
     for seed in seeds:
         for name, run in sides.items():
             curves[name].append(run(copy.deepcopy(model), settings, seed))
             curve = run(copy.deepcopy(model), fewer, seed)
             small[name].append(curve[-1][1] / curve[-1][0])
-    return curves, small
+    return curves, small, check
 
 
 def ratio_table(ratios, rows):
@@ -808,46 +888,69 @@ def section3(lm, sampling, settings):
         f"{settings.prompts} prompts × {settings.group} answers per update, GRPO's "
         "group-normalised advantage, β = 0 (no KL), one gradient step per batch, the "
         f"loss averaged over the batch's tokens, Adam {settings.lr:g} at a constant "
-        "rate, no gradient clipping, sampling at temperature 1. plainrl: the engine "
-        "through `plainrl.hf` (`HFPolicy`, the sample stage of the model's cache, "
-        "one forward pass per answer in the update, the prompts without the task's "
-        "all-padding columns, as TRL pads them). TRL: `GRPOTrainer` "
-        "(`loss_type='bnpo'`). The GPT-2 has no dropout, and counts positions from "
-        "each row's first real token when its caller gives none (TRL's loss forward "
-        "gives none: with left-padded prompts it would otherwise train on other "
-        "positions than it sampled with).",
+        "rate, no gradient clipping, sampling at temperature 1, float32. plainrl: the "
+        "engine through `plainrl.hf` (`HFPolicy`, the sample stage of the model's "
+        "cache, one forward pass per answer in the update, the prompts without the "
+        "task's all-padding columns, as TRL pads them), skipping the rows of weight 0 "
+        "(`skip_zero_weights`, chapter 8: the same step, less arithmetic) and, as a "
+        "second line, reading every row. TRL: `GRPOTrainer` (`loss_type='bnpo'`, "
+        "`bf16=False`: its configuration defaults to bf16 autocast, on the CPU too); "
+        "it has no option that skips rows. The GPT-2 has no dropout; it counts "
+        "positions from each row's first real token when its caller gives none (TRL's "
+        "loss forward gives none: with left-padded prompts it would otherwise train on "
+        "other positions than it sampled with); and its head gives the padding token "
+        "a fixed logit of -10⁹, because TRL samples and scores over the whole "
+        "vocabulary and plainrl's policy over every token but the padding: so both "
+        "hold the same π_θ.",
         "",
     ]
-    curves, small = lm
+    curves, small, check = lm
+    if check is not None:
+        out += [
+            f"**The same algorithm, checked.** One batch of {check['rows']} answers "
+            "sampled by plainrl from the pretrained model, its gradient computed by "
+            "both sides — plainrl's `update` (which skipped the "
+            f"{check['skipped']} rows of weight 0) and TRL's GRPO loss "
+            "(`GRPOTrainer._compute_loss`) on the same prompts, answers and "
+            "advantages: the gradients differ by at most "
+            f"**{check['gradient']:.1e}** of their size, parameter by parameter, and "
+            "TRL's advantage formula gives plainrl's weights to within "
+            f"{check['advantages']:.0e}.",
+            "",
+        ]
     bars, speed_rows, reward_rows = {}, [], []
     big = settings.group * settings.prompts
-    for answers, per_s in ((8 * settings.group, small),
-                           (big, {k: [c[-1][1] / c[-1][0] for c in v]
-                                  for k, v in curves.items()})):  # fmt: skip
+    at_big = {k: [c[-1][1] / c[-1][0] for c in v] for k, v in curves.items()}
+    for answers, per_s in ((8 * settings.group, small), (big, at_big)):
         if not per_s["plainrl"]:
             continue
-        mine = statistics.median(per_s["plainrl"]) * answers
-        theirs = statistics.median(per_s["TRL"]) * answers if per_s["TRL"] else None
-        x = mine / theirs if theirs else None
-        speed_rows.append([answers, f"{mine:,.0f}",
-                           "–" if theirs is None else f"{theirs:,.0f}",
-                           "–" if x is None else f"**{x:.2f}×**"])  # fmt: skip
-        if x is not None:
-            bars[f"plainrl engine / TRL, samples/s, {answers} per update"] = x
+        rate = {k: statistics.median(v) * answers for k, v in per_s.items() if v}
+        row = [answers] + [f"{rate[k]:,.0f}" if k in rate else "–" for k in SIDES]
+        for name in SIDES[:2]:
+            if "TRL" in rate:
+                x = rate[name] / rate["TRL"]
+                row.append(f"**{x:.2f}×**")
+                label = "plainrl" if name == "plainrl" else "plainrl, every row"
+                bars[f"{label} / TRL, samples/s, {answers} per update"] = x
+            else:
+                row.append("–")
+        speed_rows.append(row)
     for name, runs in curves.items():
         if runs:
             first = [statistics.mean(c[2] for c in run[:10]) for run in runs]
             last = [statistics.mean(c[2] for c in run[-10:]) for run in runs]
             reward_rows.append([name, spread(first, ".2f"), spread(last, ".2f")])
+    header = ["answers per update", *SIDES, "plainrl / TRL", "every row / TRL"]
     out += [
         "Samples (answers) per second, the median over the seeds, at two batch "
         "sizes: the learning curves' and 8 prompts per update, where the cost of "
         "each update's machinery weighs more than the model's arithmetic:",
         "",
-        table(["answers per update", "plainrl", "TRL", "plainrl / TRL"], speed_rows),
+        table(header, speed_rows),
         "",
         f"Mean reward over {len(curves['plainrl'])} seeds (median and range), "
-        f"{big} answers per update:",
+        f"{big} answers per update (the two plainrl lines take the same steps: "
+        "they differ only by rounding):",
         "",
         table(
             ["", "first 10 updates", f"last 10 of {settings.updates}"], reward_rows
@@ -856,18 +959,17 @@ def section3(lm, sampling, settings):
     ]
     if curves["TRL"] and curves["plainrl"]:
         ends = {
-            name: [statistics.mean(c[2] for c in run[-10:]) for run in runs]
-            for name, runs in curves.items()
+            name: [statistics.mean(c[2] for c in run[-10:]) for run in curves[name]]
+            for name in ("plainrl", "TRL")
         }
         low = max(min(v) for v in ends.values())
         high = min(max(v) for v in ends.values())
         out += [
-            "The last rewards' ranges overlap: the two learn alike within the seeds' "
-            "spread."
+            "plainrl's and TRL's last rewards' ranges overlap: the two learn alike "
+            "within the seeds' spread."
             if low <= high
-            else "The last rewards' ranges do not overlap: over this many updates the "
-            "two do not yet learn alike, and why is not yet known (a check that one "
-            "batch gives the same gradient on both sides would tell).",
+            else "plainrl's and TRL's last rewards' ranges do not overlap: over this "
+            "many updates the two do not learn alike.",
             "",
         ]
     if not curves["TRL"]:
@@ -893,7 +995,8 @@ def section3(lm, sampling, settings):
     ]
     for r in sampling["rows"]:
         bars[f"plainrl sampling / generate, batch {r['B']}"] = r["ratio"]
-    return out, bars, {k: v for k, v in curves.items() if v}
+    shown = {k: v for k, v in curves.items() if v and k != "plainrl, every row"}
+    return out, bars, shown
 
 
 def gpu_section(info):

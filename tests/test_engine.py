@@ -124,6 +124,50 @@ def test_update_reports_the_gradient_norm_before_clipping():
     assert norm == pytest.approx(grad.norm().item(), rel=1e-5)
 
 
+class RowCounter(torch.nn.Module):
+    "A policy that records how many rows each forward pass reads."
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy, self.rows = policy, []
+
+    def forward(self, obs):
+        self.rows.append(obs.shape[0])
+        return self.policy(obs)
+
+
+@pytest.mark.parametrize("aggregate", ["seq_sum", "seq_mean", "token_mean"])
+def test_skipping_zero_weight_rows_takes_the_same_step_reading_fewer_rows(aggregate):
+    chain, policy = chain_and_policy(num_envs=64)
+    traj = rollout(chain, policy)
+    weights = whole_return(traj)
+    live = int(weights.ne(0).any(1).sum())
+    assert 0 < live < 64  # some returns are 0: their rows have weight 0
+    steps = {}
+    for skip in (False, True):
+        model = RowCounter(copy.deepcopy(policy))
+        adam = torch.optim.Adam(model.parameters(), lr=0.1)
+        algo = Algorithm(aggregate=aggregate, skip_zero_weights=skip)
+        loss, norm = update(model, adam, traj, weights, algo)
+        steps[skip] = (model.policy.logits.detach(), loss, norm, model.rows)
+    (a, loss_a, norm_a, rows_a), (b, loss_b, norm_b, rows_b) = steps.values()
+    assert rows_a == [64] and rows_b == [live]
+    assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, policy.logits)
+    assert loss_b == pytest.approx(loss_a.item(), rel=1e-5)
+    assert norm_b == pytest.approx(norm_a.item(), rel=1e-5)
+
+
+def test_a_batch_of_zero_weights_reads_one_row_and_does_not_move():
+    chain, policy = chain_and_policy(num_envs=16)
+    traj = rollout(chain, policy)
+    model = RowCounter(copy.deepcopy(policy))
+    adam = torch.optim.Adam(model.parameters(), lr=0.1)
+    zeros = torch.zeros(traj.mask.shape)
+    loss, norm = update(model, adam, traj, zeros, Algorithm(skip_zero_weights=True))
+    assert model.rows == [1] and loss == 0 and norm == 0
+    assert torch.equal(model.policy.logits, policy.logits)
+
+
 def test_epochs_and_minibatches_take_that_many_steps():
     chain, policy = chain_and_policy(num_envs=16)
     traj = rollout(chain, policy)

@@ -4,8 +4,8 @@
 
 
 # %% auto #0
-__all__ = ['Algorithm', 'whole_return', 'take', 'minibatches', 'update', 'Budget',
-           'defaults', 'RunState', 'Trainer', 'train']
+__all__ = ['Algorithm', 'whole_return', 'take', 'minibatches', 'token_losses', 'update',
+           'Budget', 'defaults', 'RunState', 'Trainer', 'train']
 
 # %% ../../chapters/06_reinforce.ipynb #8dd5a6a1
 import math
@@ -33,6 +33,9 @@ class Algorithm:
     max_grad_norm: float | None = option(None, "clip the gradient norm to this")
     epochs: int = option(1, "passes over each batch")
     minibatches: int = option(1, "minibatches in each pass")
+    skip_zero_weights: bool = option(
+        False, "leave rows whose weights are all 0 out of the forward pass"
+    )
 
     def __post_init__(self):
         check_real(self.lr, "lr", low=0, low_open=True)
@@ -46,6 +49,7 @@ class Algorithm:
             check_real(self.max_grad_norm, "max_grad_norm", low=0, low_open=True)
         check_int(self.epochs, "epochs")
         check_int(self.minibatches, "minibatches")
+        check_type(self.skip_zero_weights, "skip_zero_weights", bool)
 
 # %% ../../chapters/06_reinforce.ipynb #0731fb11
 def whole_return(traj, gamma=1.0):
@@ -85,12 +89,27 @@ def minibatches(traj, weights, n):
     return parts
 
 
+def token_losses(model, loss, batch, weights, skip_zero_weights=False):
+    """The per-token loss [B, T] of `batch`, with gradients. With skip_zero_weights,
+    rows whose weights are all 0 are not read and their loss is 0: exact when `loss` is
+    0 where w = 0 (eq. 12's is), and their forward and backward passes are saved."""
+    check_type(batch, "batch", Trajectory)
+    check_tensor(weights, "weights", "float", batch.mask.shape, batch.mask.device)
+    if not check_type(skip_zero_weights, "skip_zero_weights", bool):
+        return loss(model(batch.obs).log_prob(batch.actions), weights, batch)
+    rows = torch.nonzero(weights.ne(0).any(1))[:, 0]  # waits for the device
+    rows = rows if len(rows) else rows.new_zeros(1)  # one row keeps the graph (DDP)
+    part = take(replace(batch, group_size=1), rows)
+    per_token = loss(model(part.obs).log_prob(part.actions), weights[rows], part)
+    return per_token.new_zeros(weights.shape).index_copy(0, rows, per_token)
+
+
 def update(model, optimizer, traj, weights, algo, loss=reinforce_loss):
     """Steps 3–4: the per-token loss, aggregated, then an optimizer step — for each
     minibatch (`algo.minibatches`) of each pass (`algo.epochs`); by default one step.
 
     Returns the mean loss and the last gradient norm (before clipping), detached tensors
-    on the device: nothing here waits for the device."""
+    on the device: nothing here waits for the device (but skip_zero_weights)."""
     check_type(optimizer, "optimizer", torch.optim.Optimizer)
     check_type(algo, "algo", Algorithm)
     aggregate = AGGREGATIONS[algo.aggregate]
@@ -98,8 +117,8 @@ def update(model, optimizer, traj, weights, algo, loss=reinforce_loss):
     losses = []
     for _ in range(algo.epochs):
         for batch, w in minibatches(traj, weights, algo.minibatches):
-            log_probs = model(batch.obs).log_prob(batch.actions)  # now with gradients
-            value = aggregate(loss(log_probs, w, batch), batch.mask)
+            per_token = token_losses(model, loss, batch, w, algo.skip_zero_weights)
+            value = aggregate(per_token, batch.mask)
             optimizer.zero_grad(set_to_none=True)
             value.backward()
             norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)

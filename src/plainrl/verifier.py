@@ -153,7 +153,8 @@ def train_on_addition(policy, variant="RLOO", a=None, b=None, *, seed=0, updates
     held = None if a is None else HeldOut(a, b, every=every)
     hooks += [] if held is None else [held]
     run = train(
-        task, copy.deepcopy(policy), Algorithm(lr=lr, aggregate=aggregate),
+        task, copy.deepcopy(policy),
+        Algorithm(lr=lr, aggregate=aggregate, skip_zero_weights=True),
         Budget(max_updates=updates, stop_when_solved=False), seed=seed,
         device=device, sample=rollout_tokens,
         weigh=Weights(baseline=RL_VARIANTS[variant]), hooks=hooks,
