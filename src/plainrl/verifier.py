@@ -113,7 +113,8 @@ def _success(returns, measured):
 TASKS["addition"] = Task(
     _addition, _base_model, "success", "verifier success rate", 0.95, _success,
     defaults=dict(num_envs=256, group_size=8, answer_len=ANSWER_LEN, stop=True,
-                  lr=1e-3, max_updates=150, baseline="leave_one_out"),
+                  lr=1e-3, max_updates=150, baseline="leave_one_out",
+                  skip_zero_weights=True),
 )  # fmt: skip
 
 # %% ../../chapters/08_verifier.ipynb #7502dbb0
