@@ -926,14 +926,16 @@ def section3(lm, sampling, settings):
     for answers, per_s in ((8 * settings.group, small), (big, at_big)):
         if not per_s["plainrl"]:
             continue
-        rate = {k: statistics.median(v) * answers for k, v in per_s.items() if v}
-        row = [answers] + [f"{rate[k]:,.0f}" if k in rate else "–" for k in SIDES]
+        updates = {k: statistics.median(v) for k, v in per_s.items() if v}
+        rate = {k: u * answers for k, u in updates.items()}
+        row = [answers] + [
+            f"{rate[k]:,.0f} ({updates[k]:.1f})" if k in rate else "–" for k in SIDES
+        ]
         for name in SIDES[:2]:
             if "TRL" in rate:
                 x = rate[name] / rate["TRL"]
                 row.append(f"**{x:.2f}×**")
-                label = "plainrl" if name == "plainrl" else "plainrl, every row"
-                bars[f"{label} / TRL, samples/s, {answers} per update"] = x
+                bars[f"{name} / TRL, samples/s, {answers} per update"] = x
             else:
                 row.append("–")
         speed_rows.append(row)
@@ -944,9 +946,10 @@ def section3(lm, sampling, settings):
             reward_rows.append([name, spread(first, ".2f"), spread(last, ".2f")])
     header = ["answers per update", *SIDES, "plainrl / TRL", "every row / TRL"]
     out += [
-        "Samples (answers) per second, the median over the seeds, at two batch "
-        "sizes: the learning curves' and 8 prompts per update, where the cost of "
-        "each update's machinery weighs more than the model's arithmetic:",
+        "Samples (answers) per second and, in brackets, updates per second, the "
+        "median over the seeds, at two batch sizes: the learning curves' and 8 "
+        "prompts per update, where the cost of each update's machinery weighs more "
+        "than the model's arithmetic:",
         "",
         table(header, speed_rows),
         "",
