@@ -1,6 +1,7 @@
 """Chapter 9: runs over two processes with torchrun (gloo, CPU): each rank samples its
-own trajectories, the parameters stay identical, resume is exact on every rank (each
-rank's baseline and generators are saved), mismatched settings fail every rank."""
+own trajectories, the parameters stay identical (also when the ranks skip other numbers
+of rows of weight 0), resume is exact on every rank (each rank's baseline and
+generators are saved), mismatched settings fail every rank."""
 
 import subprocess
 import sys
@@ -73,6 +74,55 @@ def test_two_ranks_stay_in_sync_and_resume_exactly(tmp_path):
         assert all(torch.equal(p, q) for p, q in zip(a["params"], b["params"]))
         assert torch.equal(a["baseline"], b["baseline"])  # rank 1's own, restored
         assert strip(a["rows"]) == strip(b["rows"])
+
+
+SKIPPING = """
+import os, sys, torch
+from plainrl.cli import config
+from plainrl.engine import Budget, Trainer
+from plainrl.runs import Distributed
+
+torch.set_num_threads(1)
+skip = sys.argv[2] == "skip"
+cfg = config("tabular", num_envs=4, device="cpu", returns="return", baseline="none",
+             skip_zero_weights=skip)
+
+
+class Rows:
+    "A hook: the rows that each forward pass of the update reads on this rank."
+
+    def __init__(self):
+        self.rows = []
+
+    def ready(self, trainer):  # after Distributed's: trainer.model is DDP's
+        record = lambda module, inputs: self.rows.append(inputs[0].shape[0])
+        trainer.model.register_forward_pre_hook(record)
+
+
+rows = Rows()
+budget = Budget(max_updates=20, stop_when_solved=False)
+run = Trainer(cfg.task, None, cfg.algo, budget, seed=0, device="cpu",
+              weigh=cfg.weights, hooks=[Distributed(timeout_s=60), rows])
+run.fit()
+params = [p.detach() for p in run.policy.parameters()]
+torch.save({"params": params, "rows": rows.rows},
+           f"{sys.argv[1]}/{sys.argv[2]}-{os.environ['RANK']}.pt")
+"""
+
+
+def test_ranks_that_skip_different_rows_stay_in_sync(tmp_path):
+    (tmp_path / "skipping.py").write_text(SKIPPING)
+    for mode in ("skip", "every"):
+        command = [*TORCHRUN, str(tmp_path / "skipping.py"), str(tmp_path), mode]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+    skip = [torch.load(tmp_path / f"skip-{r}.pt") for r in (0, 1)]
+    every = [torch.load(tmp_path / f"every-{r}.pt") for r in (0, 1)]
+    assert skip[0]["rows"] != skip[1]["rows"]  # the ranks read other numbers of rows
+    assert min(skip[0]["rows"] + skip[1]["rows"]) < 4 == max(every[0]["rows"])
+    for a, b, c in zip(skip[0]["params"], skip[1]["params"], every[0]["params"]):
+        assert torch.equal(a, b)  # DDP kept the ranks equal
+        assert torch.allclose(a, c, atol=1e-5)  # and skipping took the same steps
 
 
 def test_ranks_with_other_settings_fail_with_a_message(tmp_path):
