@@ -420,21 +420,30 @@ def gpt2(**config):
     return model
 
 
-def lm_model(settings, seed):
-    """A GPT-2 built here (no download) with the character tokenizer of the addition
-    task, pretrained by next-token prediction on the task's corpus (chapter 8), so
-    that RL starts from partial success. Returns (model, tokenizer)."""
+def addition_gpt2(seed, positions, width, layers):
+    """A GPT-2 of `gpt2` with random weights (seeded) and the character tokenizer of
+    the addition task (its ids as the task's, then EOS and PAD): (model, tokenizer)."""
     from plainrl.envs.addition import EOS, PAD
-    from plainrl.hf import HFPolicy, char_tokenizer
+    from plainrl.hf import char_tokenizer
 
-    tokenizer = char_tokenizer("0123456789+=")  # ids as the task's; then EOS, PAD
+    tokenizer = char_tokenizer("0123456789+=")
     assert (tokenizer.eos_token_id, tokenizer.pad_token_id) == (EOS, PAD)
     torch.manual_seed(seed)
     model = gpt2(
-        vocab_size=len(tokenizer), n_positions=16, n_embd=settings.width,
-        n_layer=settings.layers, n_head=4, bos_token_id=EOS, eos_token_id=EOS,
+        vocab_size=len(tokenizer), n_positions=positions, n_embd=width,
+        n_layer=layers, n_head=4, bos_token_id=EOS, eos_token_id=EOS,
         pad_token_id=PAD,
     )  # fmt: skip
+    return model, tokenizer
+
+
+def lm_model(settings, seed):
+    """`addition_gpt2` pretrained by next-token prediction on the task's corpus
+    (chapter 8), so that RL starts from partial success. Returns (model, tokenizer)."""
+    from plainrl.envs.addition import PAD
+    from plainrl.hf import HFPolicy
+
+    model, tokenizer = addition_gpt2(seed, 16, settings.width, settings.layers)
     steps = settings.pretrain_steps  # chapter 8's pretraining, of this model
     policy = HFPolicy(model, tokenizer, device="cpu")
     pretrain(steps, seed=seed, device="cpu", policy=policy)
@@ -646,22 +655,10 @@ def sampling_race(batches, n_tokens, seconds, repeats):
     """Tokens per second of plainrl's sampling (chapter 8's `generate`) and of the
     model's own `generate` (sampling, the model's cache, no early stop), the same
     untrained GPT-2, at each batch size: rows {B, rates, ratio}."""
-    from plainrl.hf import HFPolicy, char_tokenizer
+    from plainrl.hf import HFPolicy
 
-    tokenizer = char_tokenizer("0123456789+=")
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    torch.manual_seed(0)
-    model = gpt2(
-        vocab_size=len(tokenizer),
-        n_positions=64,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=pad,
-    )
-    model.eval()  # fmt: skip
+    model, tokenizer = addition_gpt2(seed=0, positions=64, width=64, layers=2)
+    model.eval()
     policy = HFPolicy(model, tokenizer, device="cpu")
     rows = []
     for B in batches:
